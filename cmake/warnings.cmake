@@ -1,0 +1,14 @@
+# Warning and sanitizer flags as INTERFACE targets, linked by every target of the project.
+add_library(wsig_warnings INTERFACE)
+target_compile_options(wsig_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+  -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)
+if(WSIG_WERROR)
+  target_compile_options(wsig_warnings INTERFACE -Werror)
+endif()
+
+add_library(wsig_sanitizers INTERFACE)
+if(WSIG_SANITIZE)
+  target_compile_options(wsig_sanitizers INTERFACE -fsanitize=${WSIG_SANITIZE} -fno-omit-frame-pointer
+    -fno-sanitize-recover=all)
+  target_link_options(wsig_sanitizers INTERFACE -fsanitize=${WSIG_SANITIZE})
+endif()

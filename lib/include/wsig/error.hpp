@@ -1,0 +1,34 @@
+// The library's error values: a category of failure plus a human-readable detail.
+#pragma once
+
+#include <boost/system/result.hpp>
+
+#include <string>
+#include <utility>
+
+namespace wsig {
+
+enum class errc {
+    invalid_argument = 1,  // a value given by the user does not parse (duration, size, flag spec)
+    bad_envelope,          // a client message that is not a valid Pode envelope
+    not_signed,            // a value without the "s:" prefix where a signed one is required
+    malformed_signature,   // "s:" present but no '.' separating value and signature
+    bad_signature,         // the HMAC does not match
+    broadcast_level,       // a send refused by the broadcast level of its Name
+    io,                    // a file or socket operation failed
+};
+
+struct error {
+    errc code;
+    std::string message;
+};
+
+// Called by result<T, error>::value() when it holds an error.
+[[noreturn]] void throw_exception_from_error(error const& e, boost::source_location const& loc);
+
+template <class T>
+using result = boost::system::result<T, error>;
+
+inline error make_error(errc code, std::string message) { return error{code, std::move(message)}; }
+
+}  // namespace wsig

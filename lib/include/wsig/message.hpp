@@ -1,0 +1,40 @@
+// An outgoing WebSocket message framed once: header and payload in one immutable block that
+// every recipient's send queue shares (a broadcast never copies its payload per recipient).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace wsig {
+
+enum class opcode : std::uint8_t { continuation = 0x0, text = 0x1, binary = 0x2, close = 0x8, ping = 0x9, pong = 0xA };
+
+class outgoing_message {
+public:
+    // One unmasked, final frame (server to client) holding `payload`.
+    static std::shared_ptr<outgoing_message const> make(opcode op, std::string_view payload);
+    static std::shared_ptr<outgoing_message const> text(std::string_view payload) { return make(opcode::text, payload); }
+    static std::shared_ptr<outgoing_message const> binary(std::string_view payload) { return make(opcode::binary, payload); }
+
+    std::string_view frame() const noexcept { return bytes_; }  // ready for the socket
+    std::string_view payload() const noexcept { return std::string_view(bytes_).substr(header_size_); }
+    opcode op() const noexcept { return op_; }
+
+    outgoing_message(opcode op, std::string bytes, std::size_t header_size)
+        : bytes_(std::move(bytes)), header_size_(header_size), op_(op) {}
+
+private:
+    std::string bytes_;
+    std::size_t header_size_;
+    opcode op_;
+};
+
+using message_ptr = std::shared_ptr<outgoing_message const>;
+
+// Writes the header of an unmasked final frame into `out` (2, 4 or 10 bytes); returns its size.
+std::size_t write_frame_header(opcode op, std::uint64_t payload_size, unsigned char* out) noexcept;
+
+}  // namespace wsig

@@ -1,0 +1,128 @@
+// The registry of signal connections (Name -> ClientId -> connection), target selection and
+// broadcast levels: the one place every send path asks "who gets this?".
+#pragma once
+
+#include <wsig/error.hpp>
+#include <wsig/message.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace wsig {
+
+enum class scope { global, local };
+std::string_view to_string(scope s) noexcept;
+result<scope> parse_scope(std::string_view text);
+
+struct connection_info {
+    std::string name;
+    std::string group;      // empty: no group
+    std::string client_id;  // signed form when signing is on
+    wsig::scope scope = scope::global;
+    std::string path;    // the URL path the socket connected on
+    std::string remote;  // peer "ip:port"
+    std::chrono::system_clock::time_point since;
+};
+
+// What the registry needs of a live connection; a server session implements it.
+class connection {
+public:
+    virtual ~connection() = default;
+    // Fixed once the connection is registered; readable from any thread.
+    virtual connection_info const& info() const noexcept = 0;
+    // Thread-safe. Messages sent by one thread reach the peer in the order of the calls.
+    virtual void send(message_ptr message) = 0;
+    // Thread-safe. Starts the closing handshake with `code` and `reason`.
+    virtual void close(std::uint16_t code, std::string reason) = 0;
+};
+
+using connection_ptr = std::shared_ptr<connection>;
+
+// Who a send is for. Empty lists mean "no filter" (every name, any group, every client).
+struct target {
+    std::vector<std::string> names;
+    std::vector<std::string> groups;      // matched case-insensitively
+    std::vector<std::string> client_ids;  // matched exactly (signed form when signing is on)
+};
+
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+class registry {
+public:
+    // Registers `c` under its Name and ClientId. Returns the connection it replaced (same Name and
+    // ClientId), which the caller closes with 1000 "replaced"; null when there was none.
+    connection_ptr add(connection_ptr const& c);
+
+    // Removes `c` if it is still the connection registered under its Name and ClientId
+    // (a replaced connection must not remove its replacement).
+    void remove(connection const& c);
+
+    // A global connection with this Name and ClientId whose group matches one of `groups`
+    // (any group when empty), or null.
+    connection_ptr find(std::string_view name, std::string_view client_id,
+                        std::vector<std::string> const& groups = {}) const;
+
+    // Global connections matching `t`. Locals are never selected (Pode's rule).
+    std::vector<connection_ptr> select(target const& t) const;
+
+    // Every connection of either scope, optionally filtered (for the admin API).
+    std::vector<connection_ptr> list(target const& t = {}) const;
+
+    std::vector<std::string> names() const;  // names with at least one global connection
+    std::size_t size() const;
+    std::map<std::string, std::size_t> count_by_name() const;
+
+private:
+    struct entry {
+        std::weak_ptr<connection> conn;
+        std::string group;
+        wsig::scope scope;
+    };
+    using client_map = std::unordered_map<std::string, entry>;
+
+    template <class F>
+    void visit(target const& t, bool globals_only, F&& f) const;
+
+    mutable std::shared_mutex mutex_;
+    std::map<std::string, client_map, std::less<>> by_name_;
+    std::size_t size_ = 0;
+};
+
+enum class broadcast_level { name, group, client_id };
+std::string_view to_string(broadcast_level l) noexcept;
+result<broadcast_level> parse_broadcast_level(std::string_view text);  // name|group|clientid
+
+// Broadcast level per Name (matched case-insensitively, as Pode's hashtable) with a default.
+class broadcast_levels {
+public:
+    void set_default(broadcast_level l) { default_ = l; }
+    void set(std::string name, broadcast_level l);
+    broadcast_level level_for(std::string_view name) const;
+
+    // Parses "[NAME=]name|group|clientid" (the --broadcast-level flag) and applies it.
+    result<void> apply_spec(std::string_view spec);
+
+    // Refuses a send to `name` that names no group/client ID where the level requires one.
+    result<void> check(std::string_view name, bool has_group, bool has_client_id) const;
+
+private:
+    std::vector<std::pair<std::string, broadcast_level>> levels_;
+    broadcast_level default_ = broadcast_level::name;
+};
+
+// The one function every send path calls: checks the broadcast level of every targeted Name
+// (every Name in the registry when `t.names` is empty) and returns the recipients. Refuses the
+// whole send when any Name's level is broken.
+result<std::vector<connection_ptr>> resolve_targets(registry const& reg, broadcast_levels const& levels,
+                                                    target const& t);
+
+}  // namespace wsig

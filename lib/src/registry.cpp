@@ -1,0 +1,207 @@
+// The connection registry, target selection and broadcast levels.
+#include <wsig/registry.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace wsig {
+
+std::string_view to_string(scope s) noexcept { return s == scope::local ? "local" : "global"; }
+
+result<scope> parse_scope(std::string_view text) {
+    if (iequals(text, "global")) return scope::global;
+    if (iequals(text, "local")) return scope::local;
+    return make_error(errc::invalid_argument, fmt::format("scope '{}' is not 'global' or 'local'", text));
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    auto lower = [](unsigned char c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; };
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [&](char x, char y) {
+               return lower(static_cast<unsigned char>(x)) == lower(static_cast<unsigned char>(y));
+           });
+}
+
+namespace {
+
+bool group_matches(std::string_view group, std::vector<std::string> const& groups) {
+    if (groups.empty()) return true;
+    return std::any_of(groups.begin(), groups.end(), [&](auto const& g) { return iequals(g, group); });
+}
+
+}  // namespace
+
+connection_ptr registry::add(connection_ptr const& c) {
+    auto const& info = c->info();
+    std::unique_lock lock(mutex_);
+    auto& clients = by_name_[info.name];
+    auto [it, inserted] = clients.try_emplace(info.client_id, entry{c, info.group, info.scope});
+    if (inserted) {
+        ++size_;
+        return nullptr;
+    }
+    auto old = it->second.conn.lock();
+    it->second = entry{c, info.group, info.scope};
+    return old;
+}
+
+void registry::remove(connection const& c) {
+    auto const& info = c.info();
+    std::unique_lock lock(mutex_);
+    auto by = by_name_.find(info.name);
+    if (by == by_name_.end()) return;
+    auto it = by->second.find(info.client_id);
+    if (it == by->second.end()) return;
+    auto current = it->second.conn.lock();
+    // Expired entries belong to a connection being destroyed: that may be `c` itself.
+    if (current && current.get() != &c) return;
+    by->second.erase(it);
+    --size_;
+    if (by->second.empty()) by_name_.erase(by);
+}
+
+connection_ptr registry::find(std::string_view name, std::string_view client_id,
+                              std::vector<std::string> const& groups) const {
+    std::shared_lock lock(mutex_);
+    auto by = by_name_.find(name);
+    if (by == by_name_.end()) return nullptr;
+    auto it = by->second.find(std::string(client_id));
+    if (it == by->second.end() || it->second.scope != scope::global) return nullptr;
+    if (!group_matches(it->second.group, groups)) return nullptr;
+    return it->second.conn.lock();
+}
+
+template <class F>
+void registry::visit(target const& t, bool globals_only, F&& f) const {
+    auto visit_clients = [&](client_map const& cs) {
+        auto take = [&](entry const& e) {
+            if (globals_only && e.scope != scope::global) return;
+            if (!group_matches(e.group, t.groups)) return;
+            if (auto c = e.conn.lock()) f(std::move(c));
+        };
+        if (t.client_ids.empty()) {
+            for (auto const& [id, e] : cs) take(e);
+        } else {
+            for (auto const& id : t.client_ids)
+                if (auto it = cs.find(id); it != cs.end()) take(it->second);
+        }
+    };
+    if (t.names.empty()) {
+        for (auto const& [name, cs] : by_name_) visit_clients(cs);
+    } else {
+        for (auto const& name : t.names)
+            if (auto by = by_name_.find(name); by != by_name_.end()) visit_clients(by->second);
+    }
+}
+
+std::vector<connection_ptr> registry::select(target const& t) const {
+    std::vector<connection_ptr> out;
+    std::shared_lock lock(mutex_);
+    out.reserve(t.client_ids.empty() ? size_ : t.client_ids.size());
+    visit(t, true, [&](connection_ptr c) { out.push_back(std::move(c)); });
+    // A Name or ClientId listed twice must not deliver twice.
+    if (t.names.size() > 1 || t.client_ids.size() > 1) {
+        std::sort(out.begin(), out.end());
+        out.erase(std::unique(out.begin(), out.end()), out.end());
+    }
+    return out;
+}
+
+std::vector<connection_ptr> registry::list(target const& t) const {
+    std::vector<connection_ptr> out;
+    std::shared_lock lock(mutex_);
+    visit(t, false, [&](connection_ptr c) { out.push_back(std::move(c)); });
+    return out;
+}
+
+std::vector<std::string> registry::names() const {
+    std::vector<std::string> out;
+    std::shared_lock lock(mutex_);
+    for (auto const& [name, cs] : by_name_)
+        if (std::any_of(cs.begin(), cs.end(), [](auto const& kv) { return kv.second.scope == scope::global; }))
+            out.push_back(name);
+    return out;
+}
+
+std::size_t registry::size() const {
+    std::shared_lock lock(mutex_);
+    return size_;
+}
+
+std::map<std::string, std::size_t> registry::count_by_name() const {
+    std::map<std::string, std::size_t> out;
+    std::shared_lock lock(mutex_);
+    for (auto const& [name, cs] : by_name_) out[name] = cs.size();
+    return out;
+}
+
+std::string_view to_string(broadcast_level l) noexcept {
+    switch (l) {
+    case broadcast_level::name: return "name";
+    case broadcast_level::group: return "group";
+    case broadcast_level::client_id: return "clientid";
+    }
+    return "name";
+}
+
+result<broadcast_level> parse_broadcast_level(std::string_view text) {
+    if (iequals(text, "name")) return broadcast_level::name;
+    if (iequals(text, "group")) return broadcast_level::group;
+    if (iequals(text, "clientid")) return broadcast_level::client_id;
+    return make_error(errc::invalid_argument,
+                      fmt::format("broadcast level '{}' is not one of name, group, clientid", text));
+}
+
+void broadcast_levels::set(std::string name, broadcast_level l) {
+    for (auto& [n, level] : levels_)
+        if (iequals(n, name)) {
+            level = l;
+            return;
+        }
+    levels_.emplace_back(std::move(name), l);
+}
+
+broadcast_level broadcast_levels::level_for(std::string_view name) const {
+    for (auto const& [n, level] : levels_)
+        if (iequals(n, name)) return level;
+    return default_;
+}
+
+result<void> broadcast_levels::apply_spec(std::string_view spec) {
+    auto eq = spec.rfind('=');
+    auto level = parse_broadcast_level(eq == std::string_view::npos ? spec : spec.substr(eq + 1));
+    if (!level) return level.error();
+    if (eq == std::string_view::npos) {
+        set_default(*level);
+    } else {
+        if (eq == 0) return make_error(errc::invalid_argument, fmt::format("broadcast level '{}': empty NAME", spec));
+        set(std::string(spec.substr(0, eq)), *level);
+    }
+    return {};
+}
+
+result<void> broadcast_levels::check(std::string_view name, bool has_group, bool has_client_id) const {
+    auto level = level_for(name);
+    bool ok = level == broadcast_level::name || (level == broadcast_level::group && (has_group || has_client_id)) ||
+              (level == broadcast_level::client_id && has_client_id);
+    if (ok) return {};
+    return make_error(errc::broadcast_level,
+                      fmt::format("the broadcast level of '{}' is '{}': a {} is required", name, to_string(level),
+                                  level == broadcast_level::group ? "group or client ID" : "client ID"));
+}
+
+result<std::vector<connection_ptr>> resolve_targets(registry const& reg, broadcast_levels const& levels,
+                                                    target const& t) {
+    bool has_group = !t.groups.empty(), has_id = !t.client_ids.empty();
+    auto check_all = [&](auto const& names) -> result<void> {
+        for (auto const& name : names)
+            if (auto ok = levels.check(name, has_group, has_id); !ok) return ok.error();
+        return {};
+    };
+    auto ok = t.names.empty() ? check_all(reg.names()) : check_all(t.names);
+    if (!ok) return ok.error();
+    return reg.select(t);
+}
+
+}  // namespace wsig
