@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
         }
         for (auto const& cmd : commands)
             if (cmd.app->get_name() == help_topic) {
-                fmt::print("{}", cmd.app->help());
+                fmt::print("{}", cmd.app->help("wsig"));
                 return 0;
             }
         wsig::cli::print_error(fmt::format("no help topic '{}': try exit-codes, serve, send, listen, sign, verify",

@@ -97,3 +97,27 @@ def test_man_page_names_every_subcommand_and_flag():
     text = (ROOT / "doc" / "wsig.1").read_text().replace("\\-", "-")
     missing = [f"{sub} {flag}" for sub in SUBCOMMANDS for flag in flags_in_help(sub) if flag not in text]
     assert missing == []
+
+
+def test_generated_docs_are_up_to_date():
+    """Completions and the man page are generated from --help; a new flag needs `scripts/gen-docs`."""
+    import subprocess
+    from conftest import WSIG
+    r = subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / "gen-docs"), WSIG, "--check"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def bash_complete(line):
+    import subprocess
+    words = line.split(" ")
+    script = (f"source {ROOT / 'completions' / 'wsig.bash'}\n"
+              f"COMP_WORDS=({' '.join(repr(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
+              "_wsig; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10).stdout.split()
+
+
+def test_bash_completion_completes_subcommands_and_flags():
+    assert bash_complete("wsig ver") == ["verify"]
+    assert bash_complete("wsig sign --sec") == ["--secret-file", "--secret"]
+    assert bash_complete("wsig help exit") == ["exit-codes"]

@@ -3,6 +3,7 @@
 
 #include <boost/system/result.hpp>
 
+#include <ostream>
 #include <string>
 #include <utility>
 
@@ -28,6 +29,8 @@ struct error {
 
 template <class T>
 using result = boost::system::result<T, error>;
+
+inline std::ostream& operator<<(std::ostream& os, error const& e) { return os << e.message; }
 
 inline error make_error(errc code, std::string message) { return error{code, std::move(message)}; }
 

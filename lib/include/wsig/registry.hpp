@@ -49,9 +49,9 @@ using connection_ptr = std::shared_ptr<connection>;
 
 // Who a send is for. Empty lists mean "no filter" (every name, any group, every client).
 struct target {
-    std::vector<std::string> names;
-    std::vector<std::string> groups;      // matched case-insensitively
-    std::vector<std::string> client_ids;  // matched exactly (signed form when signing is on)
+    std::vector<std::string> names = {};
+    std::vector<std::string> groups = {};      // matched case-insensitively
+    std::vector<std::string> client_ids = {};  // matched exactly (signed form when signing is on)
 };
 
 bool iequals(std::string_view a, std::string_view b) noexcept;

@@ -1,0 +1,67 @@
+// `wsig serve`: the Pode-style signal server's options and entry point (no Beast/Asio here).
+#pragma once
+
+#include <wsig/error.hpp>
+#include <wsig/registry.hpp>
+#include <wsig/signing.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wsig {
+
+// One --route PATH=NAME[,group=G][,scope=local|global].
+struct route_spec {
+    std::string path;                 // exact URL path, e.g. "/msg"
+    std::string name;                 // the signal Name connections are registered under
+    std::string group;                // empty: the client may give ?group=
+    std::optional<wsig::scope> scope; // unset: --default-scope
+};
+
+// Parses "PATH=NAME[,group=G][,scope=local|global]"; the path must start with '/'.
+result<route_spec> parse_route_spec(std::string_view spec);
+
+enum class slow_client_policy { drop, close };
+enum class log_format { text, json };
+enum class log_level { quiet, info, debug };  // -q: errors and warnings only; -v: per-connection events
+
+struct server_options {
+    std::string address = "127.0.0.1";  // loopback: nothing is exposed unless asked for
+    std::uint16_t port = 8091;          // Pode's documented demo port; 0 picks a free one
+    std::vector<route_spec> routes;
+    std::vector<std::string> echo_paths;
+    bool accept_client_id = false;      // off: a client cannot choose (or steal) an ID
+    bool auto_upgrade = false;          // Pode deprecates it; opt-in only
+    wsig::scope default_scope = scope::global;  // Pode's default scope
+    broadcast_levels levels;            // default level "name": anything goes, as Pode
+    signing_config signing;             // off unless a secret is given
+    std::string tls_cert, tls_key;      // PEM files; both or neither
+    std::string pfx, pfx_password;      // PKCS#12 alternative (the password itself, read by the CLI)
+    std::vector<std::string> allow_origins;  // empty: every Origin is accepted (as Pode)
+    std::string api_key;                // empty: the push/admin API is open (it binds to loopback by default)
+    std::uint64_t max_message_size = 1 << 20;  // 1 MiB: bounded memory per read; larger closes with 1009
+    std::uint64_t max_body_size = 16 << 20;    // 16 MiB: push bodies beyond get 413
+    std::size_t max_connections = 0;    // 0: no limit but the file limit
+    std::uint64_t send_queue = 1 << 20; // 1 MiB queued per client before the slow-client policy applies
+    slow_client_policy slow_client = slow_client_policy::close;  // never unbounded memory
+    std::chrono::milliseconds ping_interval{30000};  // 30 s: keeps NATs open; dead peers go within ~90 s
+    unsigned threads = 0;               // 0: one per core
+    std::chrono::milliseconds shutdown_timeout{5000};  // 5 s: enough for well-behaved clients to answer a close
+    wsig::log_format log_format = log_format::text;
+    wsig::log_level log_level = log_level::info;
+    std::string ready_file;             // written with the URL once accepting
+    bool demo = false;                  // the /msg demo with the built-in page (set when nothing else is)
+};
+
+// Runs the server until SIGINT/SIGTERM; returns the process exit code (0 on a graceful stop,
+// 78 when the port is in use or the certificate cannot be loaded).
+int run_server(server_options options);
+
+// The built-in demo page served at "/" (HTML with inline script, no external resources).
+std::string_view demo_page() noexcept;
+
+}  // namespace wsig

@@ -1,0 +1,123 @@
+// Private to the server: shared state, logging, metrics and the transport-independent request logic
+// that the templated sessions (server_session.hpp) call.
+#pragma once
+
+#include <wsig/registry.hpp>
+#include <wsig/server.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+
+namespace wsig::detail {
+
+namespace http = boost::beast::http;
+using request = http::request<http::string_body>;
+using response = http::response<http::string_body>;
+using tcp = boost::asio::ip::tcp;
+
+enum class severity { debug, info, warning, error };
+
+class logger {
+public:
+    logger(log_format f, log_level l) : format_(f), level_(l) {}
+    bool enabled(severity s) const noexcept;
+    void log(severity s, std::string_view message) const;
+
+private:
+    log_format format_;
+    log_level level_;
+    mutable std::mutex mutex_;
+};
+
+// A signed or long client ID shortened for a log line: never log a full signed ID.
+std::string redact_id(std::string_view id);
+
+struct metrics {
+    std::atomic<std::uint64_t> messages_received{0}, messages_sent{0}, bytes_received{0}, bytes_sent{0},
+        messages_dropped{0};
+    std::mutex mutex;
+    std::map<unsigned, std::uint64_t> closes;         // close code -> count
+    std::map<unsigned, std::uint64_t> push_requests;  // HTTP status -> count
+
+    void count_close(unsigned code) {
+        std::lock_guard lock(mutex);
+        ++closes[code];
+    }
+    void count_push(unsigned status) {
+        std::lock_guard lock(mutex);
+        ++push_requests[status];
+    }
+};
+
+enum class session_kind { signal, echo, demo };
+
+// What a live WebSocket session offers beyond the registry's interface: a hard stop for shutdown.
+class live_session : public connection {
+public:
+    virtual void abort() = 0;  // thread-safe: closes the socket now
+};
+
+struct server_state {
+    server_options opts;
+    logger log;
+    registry reg;
+    metrics stats;
+    std::atomic<std::size_t> ws_count{0};
+    std::atomic<bool> stopping{false};
+
+    std::mutex live_mutex;
+    std::unordered_map<live_session const*, std::weak_ptr<live_session>> live;
+
+    explicit server_state(server_options o) : opts(std::move(o)), log(opts.log_format, opts.log_level) {}
+
+    void add_live(std::shared_ptr<live_session> const& s);
+    void remove_live(live_session const* s);
+    std::vector<std::shared_ptr<live_session>> live_sessions();
+};
+
+// The outcome of an upgrade request: a session to start, or the HTTP response refusing it.
+struct upgrade_plan {
+    session_kind kind;
+    connection_info info;
+};
+std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote);
+
+// True when the request asks for a WebSocket (an Upgrade: websocket or a Sec-WebSocket-Key).
+bool wants_upgrade(request const& req);
+
+// The 101 decorator's headers, X-Pode-Signal-* in Pode's order.
+template <class Res>
+void add_signal_headers_to(Res& res, connection_info const& info) {
+    res.set(http::field::server, "wsig");
+    if (info.name.empty()) return;  // echo sockets are not signal connections
+    res.set("X-Pode-Signal-Client-Id", info.client_id);
+    res.set("X-Pode-Signal-Name", info.name);
+    if (!info.group.empty()) res.set("X-Pode-Signal-Group", info.group);
+}
+
+// Every HTTP request that is not an upgrade.
+response handle_http(server_state& st, request const& req, tcp::endpoint const& remote);
+
+// A simple response with the request's version and keep-alive.
+response make_response(request const& req, http::status status, std::string body,
+                       std::string_view content_type = "text/plain; charset=utf-8");
+
+// One complete client message on a WebSocket (text or binary).
+void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,
+                       bool binary);
+
+// Peer "ip" as Pode sees it (v4-mapped addresses shown as v4).
+std::string peer_ip(tcp::endpoint const& ep);
+
+}  // namespace wsig::detail

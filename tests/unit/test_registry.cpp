@@ -1,0 +1,165 @@
+// The registry: add, replace, remove, target selection, scopes, and broadcast levels.
+#include "catch.hpp"
+
+#include <wsig/message.hpp>
+#include <wsig/registry.hpp>
+
+#include <algorithm>
+
+namespace {
+
+struct fake_connection : wsig::connection {
+    wsig::connection_info info_;
+    std::vector<std::string> received;
+    std::uint16_t closed_code = 0;
+    std::string closed_reason;
+
+    explicit fake_connection(std::string name, std::string id, std::string group = {},
+                             wsig::scope s = wsig::scope::global) {
+        info_.name = std::move(name);
+        info_.client_id = std::move(id);
+        info_.group = std::move(group);
+        info_.scope = s;
+    }
+    wsig::connection_info const& info() const noexcept override { return info_; }
+    void send(wsig::message_ptr m) override { received.emplace_back(m->payload()); }
+    void close(std::uint16_t code, std::string reason) override {
+        closed_code = code;
+        closed_reason = std::move(reason);
+    }
+};
+
+auto make(std::string name, std::string id, std::string group = {}, wsig::scope s = wsig::scope::global) {
+    return std::make_shared<fake_connection>(std::move(name), std::move(id), std::move(group), s);
+}
+
+std::vector<std::string> ids(std::vector<wsig::connection_ptr> const& cs) {
+    std::vector<std::string> out;
+    for (auto const& c : cs) out.push_back(c->info().client_id);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+using strings = std::vector<std::string>;
+
+}  // namespace
+
+TEST_CASE("registry: add, find and remove by Name and ClientId, case-sensitive") {
+    wsig::registry reg;
+    auto a = make("Msg", "a");
+    CHECK(reg.add(a) == nullptr);
+    CHECK(reg.size() == 1);
+    CHECK(reg.find("Msg", "a") == a);
+    CHECK(reg.find("msg", "a") == nullptr);
+    CHECK(reg.find("Msg", "A") == nullptr);
+    reg.remove(*a);
+    CHECK(reg.size() == 0);
+    CHECK(reg.find("Msg", "a") == nullptr);
+    CHECK(reg.names().empty());
+}
+
+TEST_CASE("registry: a replaced client ID returns the old connection, and its removal keeps the new one") {
+    wsig::registry reg;
+    auto old_conn = make("Msg", "a");
+    auto new_conn = make("Msg", "a");
+    reg.add(old_conn);
+    CHECK(reg.add(new_conn) == old_conn);
+    CHECK(reg.size() == 1);
+    reg.remove(*old_conn);  // the old session's teardown must not unregister its replacement
+    CHECK(reg.find("Msg", "a") == new_conn);
+    // The same ClientId under another Name is another connection.
+    CHECK(reg.add(make("Other", "a")) == nullptr);
+    CHECK(reg.size() == 2);
+}
+
+TEST_CASE("registry: the registry never keeps a connection alive") {
+    wsig::registry reg;
+    {
+        auto a = make("Msg", "a");
+        reg.add(a);
+    }
+    CHECK(reg.find("Msg", "a") == nullptr);
+    CHECK(reg.select({}).empty());
+}
+
+TEST_CASE("registry: select by names, groups (case-insensitive) and client IDs") {
+    wsig::registry reg;
+    std::vector<std::shared_ptr<fake_connection>> keep = {
+        make("Msg", "a", "Red"), make("Msg", "b", "blue"), make("Msg", "c"), make("Chat", "d", "RED"),
+        make("Chat", "e", "", wsig::scope::local)};
+    for (auto& c : keep) reg.add(c);
+
+    CHECK(ids(reg.select({})) == strings{"a", "b", "c", "d"});  // every global connection, locals never
+    CHECK(ids(reg.select({.names = {"Msg"}})) == strings{"a", "b", "c"});
+    CHECK(ids(reg.select({.names = {"Nope"}})).empty());
+    CHECK(ids(reg.select({.groups = {"red"}})) == strings{"a", "d"});
+    CHECK(ids(reg.select({.names = {"Msg"}, .groups = {"BLUE", "red"}})) == strings{"a", "b"});
+    CHECK(ids(reg.select({.client_ids = {"c", "d", "zz"}})) == strings{"c", "d"});
+    CHECK(ids(reg.select({.names = {"Msg"}, .client_ids = {"d"}})).empty());
+    CHECK(ids(reg.select({.names = {"Msg", "Msg"}})) == strings{"a", "b", "c"});  // never twice
+    CHECK(ids(reg.select({.client_ids = {"a", "a"}})) == strings{"a"});
+    CHECK(reg.find("Chat", "e") == nullptr);  // a local connection is not reachable
+    CHECK(ids(reg.list()) == strings{"a", "b", "c", "d", "e"});
+    CHECK(reg.names() == strings{"Chat", "Msg"});
+    CHECK(reg.find("Msg", "a", {"RED"}) != nullptr);
+    CHECK(reg.find("Msg", "a", {"blue"}) == nullptr);
+}
+
+TEST_CASE("broadcast levels: name allows all, group needs a group or client ID, clientid needs a client ID") {
+    wsig::broadcast_levels levels;
+    CHECK(levels.check("Msg", false, false));
+    REQUIRE(levels.apply_spec("Msg=group"));
+    REQUIRE(levels.apply_spec("Secret=clientid"));
+    CHECK_FALSE(levels.check("Msg", false, false));
+    CHECK(levels.check("msg", true, false));  // names match case-insensitively, as Pode's hashtable
+    CHECK(levels.check("Msg", false, true));
+    CHECK_FALSE(levels.check("Secret", true, false));
+    CHECK(levels.check("Secret", false, true));
+    CHECK(levels.check("Other", false, false));
+    REQUIRE(levels.apply_spec("clientid"));  // the default for every other name
+    CHECK_FALSE(levels.check("Other", true, false));
+    CHECK(levels.check("Msg", true, false));
+    auto refused = levels.check("Secret", true, false);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == wsig::errc::broadcast_level);
+    CHECK(refused.error().message.find("Secret") != std::string::npos);
+}
+
+TEST_CASE("broadcast levels: bad specs are refused") {
+    wsig::broadcast_levels levels;
+    CHECK_FALSE(levels.apply_spec("everyone"));
+    CHECK_FALSE(levels.apply_spec("Msg=everyone"));
+    CHECK_FALSE(levels.apply_spec("=group"));
+    CHECK(levels.apply_spec("Msg=GROUP"));
+    CHECK(levels.level_for("MSG") == wsig::broadcast_level::group);
+}
+
+TEST_CASE("resolve_targets: checks the level of every targeted Name, all names when none are given") {
+    wsig::registry reg;
+    auto a = make("Msg", "a", "g");
+    auto b = make("Open", "b");
+    reg.add(a);
+    reg.add(b);
+    wsig::broadcast_levels levels;
+    REQUIRE(levels.apply_spec("Msg=group"));
+
+    auto all = wsig::resolve_targets(reg, levels, {});
+    REQUIRE_FALSE(all.has_value());  // all names includes Msg, whose level needs a group
+    CHECK(all.error().code == wsig::errc::broadcast_level);
+    CHECK(ids(wsig::resolve_targets(reg, levels, {.names = {"Open"}}).value()) == strings{"b"});
+    CHECK(ids(wsig::resolve_targets(reg, levels, {.groups = {"G"}}).value()) == strings{"a"});
+    CHECK_FALSE(wsig::resolve_targets(reg, levels, {.names = {"Msg"}}).has_value());
+}
+
+TEST_CASE("message: a frame is built once with the right header for each length class") {
+    auto small = wsig::outgoing_message::text("hi");
+    CHECK(small->frame() == std::string("\x81\x02hi", 4));
+    CHECK(small->payload() == "hi");
+    auto medium = wsig::outgoing_message::binary(std::string(300, 'x'));
+    CHECK(medium->frame().substr(0, 4) == std::string("\x82\x7e\x01\x2c", 4));
+    CHECK(medium->payload().size() == 300);
+    auto large = wsig::outgoing_message::text(std::string(70000, 'y'));
+    CHECK(large->frame().substr(0, 10) == std::string("\x81\x7f\x00\x00\x00\x00\x00\x01\x11\x70", 10));
+    CHECK(large->frame().size() == 70010);
+    CHECK(wsig::outgoing_message::text("")->frame() == std::string("\x81\x00", 2));
+}
