@@ -1,0 +1,423 @@
+"""`wsig serve`, its HTTP surface (SPEC.md section 3, the table), row by row: the 101 headers in
+Pode's order and casing (pode-wire.md section 1), the push API POST /signal (request-header
+mechanism and broadcast), the admin API /signal/connections, /healthz, /metrics, and the guards
+--api-key-file, --max-connections and --allow-origin."""
+import re
+
+import pytest
+
+from helpers_serve import (GUID_RE, Peer, RawWS, accept_for, connections, http, metric_value, push,
+                           sync_self, wait_connections)
+
+ROUTES = ["--route", "/chat=Chat", "--route", "/team=Team,group=Blue"]
+
+
+# --- GET a route path with Upgrade: websocket -> 101 ------------------------------------------
+
+def test_upgrade_101_has_pode_headers_in_pode_order_and_casing(serve):
+    s = serve(*ROUTES)
+    ws = RawWS.open(s.port, "/team")
+    hs = ws.handshake
+    assert hs.status_line == "HTTP/1.1 101 Switching Protocols"
+    # pode-wire.md section 1: Upgrade, Connection, Sec-WebSocket-Accept, X-Pode-Signal-Client-Id,
+    # X-Pode-Signal-Name, X-Pode-Signal-Group, with this exact casing, before anything else.
+    assert hs.names()[:6] == ["Upgrade", "Connection", "Sec-WebSocket-Accept", "X-Pode-Signal-Client-Id",
+                              "X-Pode-Signal-Name", "X-Pode-Signal-Group"], hs.raw
+    assert hs.headers[0] == ("Upgrade", "websocket")
+    assert hs.headers[1] == ("Connection", "Upgrade")
+    assert hs.headers[2] == ("Sec-WebSocket-Accept", accept_for(ws.key))
+    assert re.fullmatch(GUID_RE, ws.client_id), ws.client_id
+    assert ws.name == "Team"
+    assert ws.group == "Blue"
+    ws.close()
+
+
+def test_upgrade_without_group_has_no_group_header(serve):
+    s = serve(*ROUTES)
+    ws = RawWS.open(s.port, "/chat")
+    assert ws.handshake.names()[:5] == ["Upgrade", "Connection", "Sec-WebSocket-Accept", "X-Pode-Signal-Client-Id",
+                                        "X-Pode-Signal-Name"], ws.handshake.raw
+    assert ws.name == "Chat"
+    assert all(n.lower() != "x-pode-signal-group" for n in ws.handshake.names()), ws.handshake.raw
+    ws.close()
+
+
+def test_upgrade_accept_key_is_the_rfc6455_sample(serve):
+    s = serve(*ROUTES)
+    ws = RawWS.open(s.port, "/chat", key="dGhlIHNhbXBsZSBub25jZQ==")
+    assert ws.handshake.get("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    ws.close()
+
+
+def test_upgrade_negotiates_no_subprotocol_no_extension_and_has_no_body_length(serve):
+    s = serve(*ROUTES)
+    ws = RawWS.open(s.port, "/chat", headers={"Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+                                              "Sec-WebSocket-Protocol": "chat"})
+    names = [n.lower() for n in ws.handshake.names()]
+    assert "sec-websocket-extensions" not in names, ws.handshake.raw
+    assert "sec-websocket-protocol" not in names, ws.handshake.raw
+    assert "content-length" not in names, ws.handshake.raw
+    ws.close()
+
+
+def test_every_connection_gets_a_fresh_lowercase_guid(serve):
+    s = serve(*ROUTES)
+    socks = [RawWS.open(s.port, "/chat") for _ in range(5)]
+    ids = [w.client_id for w in socks]
+    assert len(set(ids)) == 5
+    for i in ids:
+        assert re.fullmatch(GUID_RE, i), i
+    for w in socks:
+        w.close()
+
+
+def test_a_library_peer_upgrades_and_reads_the_headers(serve):
+    s = serve(*ROUTES)
+    p = Peer(f"{s.ws_url}/team")
+    assert p.name == "Team" and p.group == "Blue"
+    assert re.fullmatch(GUID_RE, p.client_id)
+    p.close()
+
+
+# --- POST /signal with X-Pode-Signal-Client-Id: the request-header mechanism ------------------
+
+def test_push_to_a_client_id_delivers_the_body_verbatim(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    b = RawWS.open(s.port, "/chat")
+    body = '{"not": "re-encoded",  "x": [1, 2]}'
+    r = push(s.port, body, client_id=a.client_id, name="Chat")
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 1}
+    assert r.body.strip() == b'{"delivered":1}'
+    assert a.recv() == body
+    assert sync_self(b) == []  # b got nothing
+    a.close()
+    b.close()
+
+
+def test_push_with_a_matching_group_header_delivers_case_insensitively(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/team")
+    r = push(s.port, "to blue", client_id=a.client_id, name="Team", group="BLUE")
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 1}
+    assert a.recv() == "to blue"
+    a.close()
+
+
+def test_push_with_a_group_header_that_does_not_match_is_404(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/team")
+    r = push(s.port, "x", client_id=a.client_id, name="Team", group="Red")
+    assert r.status == 404, r
+    assert sync_self(a) == []
+    a.close()
+
+
+def test_push_with_client_id_but_no_name_header_is_400(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    r = push(s.port, "x", client_id=a.client_id)
+    assert r.status == 400, r
+    assert sync_self(a) == []
+    a.close()
+
+
+def test_push_to_an_unknown_client_id_is_404(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    r = push(s.port, "x", client_id="0a0a0a0a-0a0a-0a0a-0a0a-0a0a0a0a0a0a", name="Chat")
+    assert r.status == 404, r
+    a.close()
+
+
+def test_push_with_the_wrong_name_is_404_names_are_case_sensitive(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    assert push(s.port, "x", client_id=a.client_id, name="chat").status == 404
+    assert push(s.port, "x", client_id=a.client_id, name="Team").status == 404
+    assert sync_self(a) == []
+    a.close()
+
+
+def test_push_with_a_bad_signature_is_400(serve, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    s = serve(*ROUTES, "--secret-file", secret)
+    a = RawWS.open(s.port, "/chat")
+    value, _, sig = a.client_id[2:].rpartition(".")
+    bad = f"s:{value}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
+    r = push(s.port, "x", client_id=bad, name="Chat")
+    assert r.status == 400, r
+    assert push(s.port, "ok", client_id=a.client_id, name="Chat").json() == {"delivered": 1}
+    assert a.recv() == "ok"
+    a.close()
+
+
+def test_headers_are_matched_case_insensitively(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    r = http(s.port, "POST", "/signal", body="lower", headers={"x-pode-signal-client-id": a.client_id,
+                                                                 "X-PODE-SIGNAL-NAME": "Chat"})
+    assert r.status == 200, r
+    assert a.recv() == "lower"
+    a.close()
+
+
+# --- POST /signal with only a Name: broadcast ---------------------------------------------
+
+def test_broadcast_by_name_reports_how_many_got_it(serve):
+    s = serve(*ROUTES)
+    chat = [RawWS.open(s.port, "/chat") for _ in range(3)]
+    team = RawWS.open(s.port, "/team")
+    r = push(s.port, "hello all", name="Chat")
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 3}
+    for w in chat:
+        assert w.recv() == "hello all"
+    assert sync_self(team) == []
+    for w in chat + [team]:
+        w.close()
+
+
+def test_broadcast_by_name_and_group_filters_case_insensitively(serve):
+    s = serve(*ROUTES)
+    red = [RawWS.open(s.port, "/chat?group=Red") for _ in range(2)]
+    green = RawWS.open(s.port, "/chat?group=Green")
+    none = RawWS.open(s.port, "/chat")
+    r = push(s.port, "reds only", name="Chat", group="rED")
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 2}
+    for w in red:
+        assert w.recv() == "reds only"
+    assert sync_self(green) == []
+    assert sync_self(none) == []
+    for w in red + [green, none]:
+        w.close()
+
+
+def test_broadcast_to_a_name_with_nobody_delivers_0(serve):
+    s = serve(*ROUTES)
+    r = push(s.port, "anyone?", name="Nobody")
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 0}
+
+
+@pytest.mark.parametrize("level,name_only,with_group", [
+    ("Chat=group", 403, 200),
+    ("Chat=clientid", 403, 403),
+    ("group", 403, 200),      # the default level applies to every Name
+    ("Chat=name", 200, 200),
+])
+def test_broadcast_level_refusal_is_403(serve, level, name_only, with_group):
+    s = serve(*ROUTES, "--broadcast-level", level)
+    a = RawWS.open(s.port, "/chat?group=G")
+    r1 = push(s.port, "name only", name="Chat")
+    assert r1.status == name_only, r1
+    r2 = push(s.port, "with group", name="Chat", group="G")
+    assert r2.status == with_group, r2
+    expected = [m for m, st in (("name only", r1.status), ("with group", r2.status)) if st == 200]
+    assert sync_self(a) == expected
+    a.close()
+
+
+def test_broadcast_level_clientid_allows_a_push_to_a_client_id(serve):
+    s = serve(*ROUTES, "--broadcast-level", "clientid")
+    a = RawWS.open(s.port, "/chat")
+    r = push(s.port, "direct", client_id=a.client_id, name="Chat")
+    assert r.status == 200, r
+    assert a.recv() == "direct"
+    a.close()
+
+
+def test_broadcast_level_name_matching_is_case_insensitive(serve):
+    # Pode keeps levels in a PowerShell hashtable: "chat=group" governs Name "Chat".
+    s = serve(*ROUTES, "--broadcast-level", "chat=group")
+    a = RawWS.open(s.port, "/chat")
+    assert push(s.port, "x", name="Chat").status == 403
+    a.close()
+
+
+# --- GET / DELETE /signal/connections ------------------------------------------------------
+
+def test_connections_lists_every_field(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/team")
+    b = RawWS.open(s.port, "/chat")
+    conns = connections(s.port)
+    assert len(conns) == 2
+    for c in conns:
+        assert set(c) == {"name", "group", "clientId", "scope", "remote", "since"}, c
+    by_id = {c["clientId"]: c for c in conns}
+    ca, cb = by_id[a.client_id], by_id[b.client_id]
+    assert (ca["name"], ca["group"], ca["scope"]) == ("Team", "Blue", "global")
+    assert (cb["name"], cb["scope"]) == ("Chat", "global")
+    assert cb["group"] in (None, "")
+    assert ca["remote"].startswith("127.0.0.1") and str(a.local_port()) in ca["remote"], ca
+    assert isinstance(ca["since"], (str, int, float)) and str(ca["since"]) != ""
+    a.close()
+    b.close()
+
+
+def test_connections_filters_by_name_and_group(serve):
+    s = serve(*ROUTES)
+    socks = [RawWS.open(s.port, p) for p in ("/team", "/chat?group=Red", "/chat?group=Green", "/chat")]
+    assert len(connections(s.port)) == 4
+    assert {c["clientId"] for c in connections(s.port, name="Chat")} == {w.client_id for w in socks[1:]}
+    assert [c["clientId"] for c in connections(s.port, name="Chat", group="Red")] == [socks[1].client_id]
+    assert [c["clientId"] for c in connections(s.port, name="Team")] == [socks[0].client_id]
+    assert connections(s.port, name="Nobody") == []
+    for w in socks:
+        w.close()
+
+
+def test_connections_forget_a_client_that_closed(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    wait_connections(s.port, 1)
+    a.close()
+    wait_connections(s.port, 0)
+
+
+def test_delete_connections_by_client_id_closes_it_with_1000(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    b = RawWS.open(s.port, "/chat")
+    r = http(s.port, "DELETE", f"/signal/connections?name=Chat&clientId={a.client_id}")
+    assert 200 <= r.status < 300, r
+    assert a.expect_close()[0] == 1000
+    assert [c["clientId"] for c in wait_connections(s.port, 1)] == [b.client_id]
+    assert sync_self(b) == []
+    b.close()
+
+
+def test_delete_connections_by_name_and_group(serve):
+    s = serve(*ROUTES)
+    red = [RawWS.open(s.port, "/chat?group=Red") for _ in range(2)]
+    other = RawWS.open(s.port, "/chat?group=Green")
+    r = http(s.port, "DELETE", "/signal/connections?name=Chat&group=Red")
+    assert 200 <= r.status < 300, r
+    for w in red:
+        assert w.expect_close()[0] == 1000
+    assert [c["clientId"] for c in wait_connections(s.port, 1)] == [other.client_id]
+    other.close()
+
+
+# --- /healthz and /metrics -------------------------------------------------------------
+
+def test_healthz_is_200_ok(serve):
+    s = serve(*ROUTES)
+    r = http(s.port, "GET", "/healthz")
+    assert r.status == 200
+    assert r.body in (b"ok", b"ok\n")
+
+
+def test_metrics_uses_the_prometheus_names(serve):
+    s = serve(*ROUTES)
+    chat = [RawWS.open(s.port, "/chat") for _ in range(2)]
+    team = RawWS.open(s.port, "/team")
+    assert push(s.port, "m", name="Chat").json() == {"delivered": 2}
+    assert push(s.port, "x", client_id="nobody", name="Chat").status == 404
+    chat[0].send_env("hello", path="Team")
+    assert team.recv() == "hello"
+    for w in chat:
+        assert w.recv() == "m"
+    chat[1].close()
+    wait_connections(s.port, 1, name="Chat")
+    r = http(s.port, "GET", "/metrics")
+    assert r.status == 200
+    assert r.headers.get("content-type", "").startswith("text/plain"), r.headers
+    text = r.text
+    for family, kind in [("wsig_connections", "gauge"), ("wsig_messages_received_total", "counter"),
+                         ("wsig_messages_sent_total", "counter"), ("wsig_bytes_received_total", "counter"),
+                         ("wsig_bytes_sent_total", "counter"), ("wsig_messages_dropped_total", "counter"),
+                         ("wsig_closes_total", "counter"), ("wsig_push_requests_total", "counter")]:
+        base = family[:-len("_total")] if family.endswith("_total") else family
+        assert re.search(rf"^# TYPE ({family}|{base}) {kind}$", text, re.M), f"no TYPE line for {family}:\n{text}"
+    assert metric_value(text, "wsig_connections", {"name": "Chat"}) == 1
+    assert metric_value(text, "wsig_connections", {"name": "Team"}) == 1
+    assert metric_value(text, "wsig_messages_received_total") >= 1
+    assert metric_value(text, "wsig_messages_sent_total") >= 3
+    assert metric_value(text, "wsig_bytes_received_total") > 0
+    assert metric_value(text, "wsig_bytes_sent_total") >= 3
+    assert metric_value(text, "wsig_push_requests_total", {"status": "200"}) >= 1
+    assert metric_value(text, "wsig_push_requests_total", {"status": "404"}) >= 1
+    assert metric_value(text, "wsig_closes_total", {"code": "1000"}) >= 1
+    chat[0].close()
+    team.close()
+
+
+# --- --api-key-file ------------------------------------------------------------------------
+
+@pytest.fixture
+def key_file(tmp_path):
+    f = tmp_path / "api.key"
+    f.write_text("k3y-0f-th3-api\n")  # one trailing newline, not part of the key
+    return f
+
+
+def test_api_key_required_on_push(serve, key_file):
+    s = serve(*ROUTES, "--api-key-file", key_file)
+    a = RawWS.open(s.port, "/chat")
+    assert push(s.port, "no key", client_id=a.client_id, name="Chat").status == 401
+    assert push(s.port, "wrong", client_id=a.client_id, name="Chat",
+                headers={"Authorization": "Bearer wrong"}).status == 401
+    assert push(s.port, "longer", client_id=a.client_id, name="Chat",
+                headers={"Authorization": "Bearer k3y-0f-th3-apix"}).status == 401
+    assert push(s.port, "not bearer", client_id=a.client_id, name="Chat",
+                headers={"Authorization": "k3y-0f-th3-api"}).status == 401
+    assert push(s.port, "broadcast", name="Chat").status == 401
+    r = push(s.port, "with key", client_id=a.client_id, name="Chat",
+             headers={"Authorization": "Bearer k3y-0f-th3-api"})
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 1}
+    assert a.recv() == "with key"  # and none of the refused ones before it
+    a.close()
+
+
+def test_api_key_required_on_admin_api(serve, key_file):
+    s = serve(*ROUTES, "--api-key-file", key_file)
+    a = RawWS.open(s.port, "/chat")
+    assert http(s.port, "GET", "/signal/connections").status == 401
+    assert http(s.port, "GET", "/signal/connections", headers={"Authorization": "Bearer nope"}).status == 401
+    assert http(s.port, "DELETE", f"/signal/connections?name=Chat&clientId={a.client_id}").status == 401
+    ok = http(s.port, "GET", "/signal/connections", headers={"Authorization": "Bearer k3y-0f-th3-api"})
+    assert ok.status == 200
+    assert [c["clientId"] for c in ok.json()["connections"]] == [a.client_id]
+    assert sync_self(a) == []  # not closed by the refused DELETE
+    a.close()
+
+
+# --- --max-connections ---------------------------------------------------------------------
+
+def test_max_connections_answers_503_beyond_the_limit(serve):
+    s = serve(*ROUTES, "--max-connections", "2")
+    a = RawWS.open(s.port, "/chat")
+    b = RawWS.open(s.port, "/team")
+    hs = RawWS.attempt(s.port, "/chat")
+    assert hs.status == 503, hs.raw
+    assert len(connections(s.port)) == 2
+    assert sync_self(a) == [] and sync_self(b) == []
+    a.close()
+    wait_connections(s.port, 1)
+    c = RawWS.open(s.port, "/chat")  # a freed slot is usable again
+    c.close()
+    b.close()
+
+
+# --- --allow-origin ------------------------------------------------------------------------
+
+def test_allow_origin_refuses_other_origins_with_403(serve):
+    s = serve(*ROUTES, "--allow-origin", "https://good.example", "--allow-origin", "http://also.example:8080")
+    assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://evil.example"}).status == 403
+    assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://good.example.evil.example"}).status == 403
+    assert RawWS.attempt(s.port, "/chat", headers={"Origin": "http://good.example"}).status == 403
+    assert connections(s.port) == []
+    RawWS.open(s.port, "/chat", headers={"Origin": "https://good.example"}).close()
+    RawWS.open(s.port, "/chat", headers={"Origin": "http://also.example:8080"}).close()
+
+
+def test_without_allow_origin_every_origin_is_accepted(serve):
+    s = serve(*ROUTES)
+    RawWS.open(s.port, "/chat", headers={"Origin": "https://anything.example"}).close()
