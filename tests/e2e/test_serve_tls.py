@@ -1,0 +1,121 @@
+"""`wsig serve` with a certificate (SPEC.md section 3): HTTPS and WSS on the same port, from PEM
+(--tls-cert/--tls-key) or PKCS#12 (--pfx/--pfx-password-file); bad or unreadable certificates exit 78.
+The certificates are made here with the openssl command line; the peers are Python's ssl module."""
+import subprocess
+
+import pytest
+
+from conftest import run_wsig
+from helpers_serve import (OP_TEXT, Peer, RawWS, client_tls_context, envelope, frame, healthy, http, push,
+                           raw_http, text_frame)
+
+ROUTES = ["--route", "/chat=Chat"]
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
+    (d / "p12.pass").write_text("p12-pa55word\n")  # one trailing newline: not part of the password
+    openssl("pkcs12", "-export", "-inkey", "key.pem", "-in", "cert.pem", "-out", "cert.p12",
+            "-passout", "pass:p12-pa55word", cwd=d)
+    (d / "wrong.pass").write_text("not-the-password\n")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other-key.pem", "-out", "other-cert.pem",
+            "-days", "2", "-subj", "/CN=other", cwd=d)
+    (d / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    return d
+
+
+def tls_args(certs):
+    return ["--tls-cert", certs / "cert.pem", "--tls-key", certs / "key.pem"]
+
+
+def pfx_args(certs):
+    return ["--pfx", certs / "cert.p12", "--pfx-password-file", certs / "p12.pass"]
+
+
+def exercise(s, certs):
+    """wss upgrade with a verifying client, https push to it on the same port, and the message arrives."""
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    assert s.url.startswith("https://127.0.0.1:"), s.url
+    assert s.ws_url.startswith("wss://")
+    p = Peer(f"wss://127.0.0.1:{s.port}/chat", ssl=ctx)
+    assert p.name == "Chat"
+    r = push(s.port, "over https", client_id=p.client_id, name="Chat", tls=ctx)
+    assert r.status == 200, r
+    assert r.json() == {"delivered": 1}
+    assert p.recv() == "over https"
+    p.send_env("over wss", direct=True)
+    assert p.recv() == "over wss"
+    assert healthy(s.port, tls=ctx)
+    p.close()
+
+
+def test_pem_certificate_serves_https_and_wss_on_one_port(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs))
+    exercise(s, certs)
+
+
+def test_pkcs12_with_a_password_file(serve, certs):
+    s = serve(*ROUTES, *pfx_args(certs))
+    exercise(s, certs)
+
+
+def test_raw_tls_client_sees_the_same_101_and_coalesced_frames_work(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs))
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    ws = RawWS.open(s.port, "/chat", tls=ctx)
+    assert ws.handshake.names()[:5] == ["Upgrade", "Connection", "Sec-WebSocket-Accept", "X-Pode-Signal-Client-Id",
+                                        "X-Pode-Signal-Name"], ws.handshake.raw
+    ws.send_raw(b"".join(text_frame(envelope(f"t{i}", direct=True)) for i in range(10)))
+    assert [ws.recv() for _ in range(10)] == [f"t{i}" for i in range(10)]
+    ws.close()
+
+
+def test_a_large_message_over_wss(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs))
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    ws = RawWS.open(s.port, "/chat", tls=ctx)
+    big = "z" * 500_000
+    ws.send_raw(frame(OP_TEXT, envelope(big, direct=True)))
+    assert ws.recv() == big
+    ws.close()
+
+
+def test_plain_http_or_a_bad_handshake_on_the_tls_port_leaves_the_server_alive(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs))
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    try:
+        raw_http(s.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+    except (EOFError, OSError, TimeoutError):
+        pass  # refusing plain text is fine; surviving it is what counts
+    try:
+        raw_http(s.port, b"\x16\x03\x01\x00\x05junk", timeout=5)
+    except (EOFError, OSError, TimeoutError):
+        pass
+    assert healthy(s.port, tls=ctx)
+    assert http(s.port, "GET", "/signal/connections", tls=ctx).status == 200
+
+
+@pytest.mark.parametrize("case", ["missing-cert", "missing-key", "garbage-cert", "key-does-not-match",
+                                  "missing-pfx", "wrong-pfx-password", "missing-pfx-password-file", "pem-as-pfx"])
+def test_bad_or_unreadable_certificate_exits_78(certs, case):
+    args = {
+        "missing-cert": ["--tls-cert", certs / "nope.pem", "--tls-key", certs / "key.pem"],
+        "missing-key": ["--tls-cert", certs / "cert.pem", "--tls-key", certs / "nope.pem"],
+        "garbage-cert": ["--tls-cert", certs / "garbage.pem", "--tls-key", certs / "key.pem"],
+        "key-does-not-match": ["--tls-cert", certs / "cert.pem", "--tls-key", certs / "other-key.pem"],
+        "missing-pfx": ["--pfx", certs / "nope.p12", "--pfx-password-file", certs / "p12.pass"],
+        "wrong-pfx-password": ["--pfx", certs / "cert.p12", "--pfx-password-file", certs / "wrong.pass"],
+        "missing-pfx-password-file": ["--pfx", certs / "cert.p12", "--pfx-password-file", certs / "nope.pass"],
+        "pem-as-pfx": ["--pfx", certs / "cert.pem", "--pfx-password-file", certs / "p12.pass"],
+    }[case]
+    r = run_wsig("serve", "-p", "0", *ROUTES, *args, timeout=10)
+    assert r.returncode == 78, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert r.stderr.strip() != ""
