@@ -29,6 +29,7 @@ command setup_send(CLI::App& root);
 command setup_listen(CLI::App& root);
 command setup_sign(CLI::App& root);
 command setup_verify(CLI::App& root);
+command setup_bench(CLI::App& root);
 
 // The signing secret from the options: --secret-file, else WSIG_SECRET, else --secret.
 // Returns nullopt when none is given; throws config_error when the file cannot be read.

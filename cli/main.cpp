@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
 
     wsig::cli::command const commands[] = {
         wsig::cli::setup_serve(app), wsig::cli::setup_send(app),   wsig::cli::setup_listen(app),
-        wsig::cli::setup_sign(app),  wsig::cli::setup_verify(app),
+        wsig::cli::setup_sign(app),  wsig::cli::setup_verify(app), wsig::cli::setup_bench(app),
     };
 
     std::string help_topic;
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
                 fmt::print("{}", cmd.app->help("wsig"));
                 return 0;
             }
-        wsig::cli::print_error(fmt::format("no help topic '{}': try exit-codes, serve, send, listen, sign, verify",
+        wsig::cli::print_error(fmt::format("no help topic '{}': try exit-codes, serve, send, listen, sign, verify, bench",
                                            help_topic));
         return wsig::to_int(wsig::exit_code::usage);
     }

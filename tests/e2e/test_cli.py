@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, run_wsig
 
-SUBCOMMANDS = ["serve", "send", "listen", "sign", "verify"]
+SUBCOMMANDS = ["serve", "send", "listen", "sign", "verify", "bench"]
 
 
 def project_version():
