@@ -8,6 +8,8 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http/fields.hpp>
 
+#include <openssl/ssl.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,6 +26,9 @@ void apply_headers(boost::beast::http::fields& fields,
                    std::vector<std::pair<std::string, std::string>> const& headers);
 
 std::string base64_encode(std::string_view data);
+
+// SNI for a TLS client (SSL_set_tlsext_host_name is a macro with a C cast).
+bool set_sni(SSL* ssl, std::string const& host);
 
 // The User-Agent of both clients.
 std::string user_agent();
