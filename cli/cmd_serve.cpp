@@ -1,15 +1,253 @@
-// `wsig serve`: not built yet (placeholder until its issue lands).
+// `wsig serve`: parses and validates the flags into server_options, then runs the signal server.
 #include "commands.hpp"
 
 #include <wsig/exit_code.hpp>
+#include <wsig/server.hpp>
+#include <wsig/signing.hpp>
+#include <wsig/units.hpp>
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
 
 namespace wsig::cli {
 
+namespace {
+
+struct serve_options {
+    std::string address = "127.0.0.1";
+    int port = 8091;
+    std::vector<std::string> routes, echo, levels, origins;
+    bool accept_client_id = false, auto_upgrade = false;
+    std::string default_scope = "global";
+    secret_options secret;
+    std::string tls_cert, tls_key, pfx, pfx_password_file, api_key_file;
+    std::string max_message_size = "1MiB", send_queue = "1MiB", slow_client = "close";
+    std::size_t max_connections = 0;
+    std::string ping_interval = "30s", shutdown_timeout = "5s";
+    unsigned threads = 0;
+    std::string log_format = "text";
+    bool quiet = false, verbose = false;
+    std::string ready_file;
+};
+
+[[noreturn]] void usage(std::string const& message) { throw exit_error(to_int(exit_code::usage), message); }
+[[noreturn]] void config(std::string const& message) { throw exit_error(to_int(exit_code::config), message); }
+
+std::uint64_t size_flag(char const* flag, std::string const& text) {
+    auto v = parse_size(text);
+    if (!v) usage(fmt::format("{}: {}", flag, v.error().message));
+    return *v;
+}
+
+std::chrono::milliseconds duration_flag(char const* flag, std::string const& text, bool zero_ok) {
+    if (zero_ok && (text == "0" || text == "off")) return std::chrono::milliseconds(0);
+    auto v = parse_duration(text);
+    if (!v) usage(fmt::format("{}: {}", flag, v.error().message));
+    return *v;
+}
+
+void must_be_readable(char const* what, std::string const& path) {
+    std::ifstream in(path);
+    if (!in) config(fmt::format("{} '{}' cannot be read", what, path));
+}
+
+std::string read_secret(char const* what, std::string const& path) {
+    auto v = read_secret_file(path);
+    if (!v) config(fmt::format("{}: {}", what, v.error().message));
+    return *v;
+}
+
+server_options to_server_options(serve_options const& in) {
+    server_options o;
+    o.address = in.address;
+    o.port = static_cast<std::uint16_t>(in.port);
+    for (auto const& r : in.routes) {
+        if (r.find(",exec=") != std::string::npos || r.rfind("exec=", 0) == 0)
+            usage(fmt::format("--route '{}': exec= is not supported by this build", r));
+        auto spec = parse_route_spec(r);
+        if (!spec) usage(fmt::format("--route: {}", spec.error().message));
+        for (auto const& other : o.routes)
+            if (other.path == spec->path) usage(fmt::format("--route: path '{}' given twice", spec->path));
+        o.routes.push_back(std::move(*spec));
+    }
+    for (auto const& e : in.echo) {
+        if (e.empty() || e[0] != '/') usage(fmt::format("--echo '{}': PATH must start with '/'", e));
+        for (auto const& r : o.routes)
+            if (r.path == e) usage(fmt::format("--echo '{}': the path is already a --route", e));
+        o.echo_paths.push_back(e);
+    }
+    o.accept_client_id = in.accept_client_id;
+    o.auto_upgrade = in.auto_upgrade;
+    auto scope = parse_scope(in.default_scope);
+    if (!scope) usage(fmt::format("--default-scope: {}", scope.error().message));
+    o.default_scope = *scope;
+    for (auto const& l : in.levels)
+        if (auto ok = o.levels.apply_spec(l); !ok) usage(fmt::format("--broadcast-level: {}", ok.error().message));
+    if (auto s = resolve_secret(in.secret)) {
+        if (s->find_first_not_of(" \t\r\n") == std::string::npos) config("the signing secret is empty");
+        o.signing = signing_config{.enabled = true, .secret = *s, .strict = in.secret.strict};
+    } else if (in.secret.strict) {
+        usage("--strict needs a secret: --secret-file FILE or WSIG_SECRET");
+    }
+    if (!in.tls_cert.empty() || !in.tls_key.empty()) {
+        if (in.tls_cert.empty() || in.tls_key.empty()) usage("--tls-cert and --tls-key go together");
+        if (!in.pfx.empty()) usage("give --tls-cert/--tls-key or --pfx, not both");
+        must_be_readable("certificate", in.tls_cert);
+        must_be_readable("private key", in.tls_key);
+        o.tls_cert = in.tls_cert;
+        o.tls_key = in.tls_key;
+    }
+    if (!in.pfx.empty()) {
+        must_be_readable("PKCS#12 file", in.pfx);
+        o.pfx = in.pfx;
+        if (!in.pfx_password_file.empty())
+            o.pfx_password = read_secret("--pfx-password-file", in.pfx_password_file);
+        else if (char const* env = std::getenv("WSIG_PFX_PASSWORD"))
+            o.pfx_password = env;
+    } else if (!in.pfx_password_file.empty()) {
+        usage("--pfx-password-file needs --pfx");
+    }
+    o.allow_origins = in.origins;
+    if (!in.api_key_file.empty()) {
+        o.api_key = read_secret("--api-key-file", in.api_key_file);
+        if (o.api_key.empty()) config("the API key file is empty");
+    } else if (char const* env = std::getenv("WSIG_API_KEY"); env && *env) {
+        o.api_key = env;
+    }
+    o.max_message_size = size_flag("--max-message-size", in.max_message_size);
+    if (o.max_message_size == 0) usage("--max-message-size must be greater than 0");
+    // A push body becomes one message: the same limit applies.
+    o.max_body_size = o.max_message_size;
+    o.max_connections = in.max_connections;
+    o.send_queue = size_flag("--send-queue", in.send_queue);
+    if (o.send_queue == 0) usage("--send-queue must be greater than 0");
+    o.slow_client = in.slow_client == "drop" ? slow_client_policy::drop : slow_client_policy::close;
+    o.ping_interval = duration_flag("--ping-interval", in.ping_interval, true);
+    o.threads = in.threads;
+    o.shutdown_timeout = duration_flag("--shutdown-timeout", in.shutdown_timeout, true);
+    o.log_format = in.log_format == "json" ? log_format::json : log_format::text;
+    o.log_level = in.quiet ? log_level::quiet : in.verbose ? log_level::debug : log_level::info;
+    o.ready_file = in.ready_file;
+    o.demo = o.routes.empty() && o.echo_paths.empty() && !o.auto_upgrade;
+    return o;
+}
+
+}  // namespace
+
 command setup_serve(CLI::App& root) {
-    auto* app = root.add_subcommand("serve", "(not built yet)");
-    return {app, [] {
-                print_error("'serve' is not built yet");
-                return to_int(exit_code::usage);
+    auto opts = std::make_shared<serve_options>();
+    auto* app = root.add_subcommand("serve", "Run a Pode-style signal server (HTTP + WebSocket on one port)");
+    app->footer(R"~(Examples:
+  wsig serve                                   the demo: open http://127.0.0.1:8091/
+  wsig serve -p 0 --route /ws=Chat --ready-file url
+  wsig serve --route /ws=Chat,group=ops --accept-client-id --secret-file secret --strict
+  wsig serve --echo /echo --max-message-size 16MiB
+  wsig serve -a 0.0.0.0 --tls-cert cert.pem --tls-key key.pem --api-key-file key
+
+The first line on stdout is the server's URL. Every option also reads WSIG_<NAME>
+(e.g. WSIG_PORT, WSIG_ROUTE); the secret comes from --secret-file or WSIG_SECRET.
+HTTP API: POST /signal (push), GET|DELETE /signal/connections, GET /healthz, GET /metrics.
+
+Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or route),
+78 configuration (unreadable certificate, key or secret, port in use).)~");
+
+    app->add_option("-a,--address", opts->address, "Address to bind: 127.0.0.1 (default), 0.0.0.0, ::, * for all")
+        ->envname("WSIG_ADDRESS")
+        ->capture_default_str();
+    app->add_option("-p,--port", opts->port, "Port (default 8091); 0 picks a free one")
+        ->envname("WSIG_PORT")
+        ->check(CLI::Range(0, 65535));
+    app->add_option("--route", opts->routes,
+                    "PATH=NAME[,group=G][,scope=local|global]: upgrades on PATH become signal connections "
+                    "under NAME (repeatable)")
+        ->envname("WSIG_ROUTE")
+        ->type_name("SPEC");
+    app->add_option("--echo", opts->echo, "Sockets on PATH echo every data frame verbatim (repeatable)")
+        ->envname("WSIG_ECHO")
+        ->type_name("PATH");
+    app->add_flag("--accept-client-id", opts->accept_client_id,
+                  "Clients may choose their ID with ?clientId= (a duplicate replaces the old connection)")
+        ->envname("WSIG_ACCEPT_CLIENT_ID");
+    app->add_flag("--auto-upgrade", opts->auto_upgrade,
+                  "Legacy Pode mode: an upgrade on any path becomes a global connection named by the path")
+        ->envname("WSIG_AUTO_UPGRADE");
+    app->add_option("--default-scope", opts->default_scope, "Scope of routes that give none: global (default) or local")
+        ->envname("WSIG_DEFAULT_SCOPE")
+        ->check(CLI::IsMember({"global", "local"}, CLI::ignore_case));
+    app->add_option("--broadcast-level", opts->levels,
+                    "[NAME=]name|group|clientid: what a broadcast must name (repeatable; no NAME: the default)")
+        ->envname("WSIG_BROADCAST_LEVEL")
+        ->type_name("[NAME=]LEVEL");
+    add_secret_options(*app, opts->secret);
+    app->get_option("--secret-file")->envname("WSIG_SECRET_FILE");
+    app->get_option("--strict")->envname("WSIG_STRICT");
+    app->add_option("--tls-cert", opts->tls_cert, "PEM certificate (chain): serve HTTPS + WSS")
+        ->envname("WSIG_TLS_CERT")
+        ->type_name("FILE");
+    app->add_option("--tls-key", opts->tls_key, "PEM private key for --tls-cert")->envname("WSIG_TLS_KEY")->type_name("FILE");
+    app->add_option("--pfx", opts->pfx, "PKCS#12 certificate and key: serve HTTPS + WSS")
+        ->envname("WSIG_PFX")
+        ->type_name("FILE");
+    app->add_option("--pfx-password-file", opts->pfx_password_file,
+                    "File holding the --pfx password (or WSIG_PFX_PASSWORD)")
+        ->envname("WSIG_PFX_PASSWORD_FILE")
+        ->type_name("FILE");
+    app->add_option("--allow-origin", opts->origins,
+                    "Upgrades whose Origin matches no PATTERN (* and ? globs) get 403 (repeatable)")
+        ->envname("WSIG_ALLOW_ORIGIN")
+        ->type_name("PATTERN");
+    app->add_option("--api-key-file", opts->api_key_file,
+                    "Require 'Authorization: Bearer KEY' on /signal and /signal/connections (or WSIG_API_KEY)")
+        ->envname("WSIG_API_KEY_FILE")
+        ->type_name("FILE");
+    app->add_option("--max-message-size", opts->max_message_size,
+                    "Largest client message (and push body); larger closes with 1009 / answers 413")
+        ->envname("WSIG_MAX_MESSAGE_SIZE")
+        ->type_name("SIZE")
+        ->capture_default_str();
+    app->add_option("--max-connections", opts->max_connections, "Upgrades beyond N get 503 (0: no limit)")
+        ->envname("WSIG_MAX_CONNECTIONS")
+        ->type_name("N");
+    app->add_option("--send-queue", opts->send_queue, "Bytes queued per client before --slow-client applies")
+        ->envname("WSIG_SEND_QUEUE")
+        ->type_name("SIZE")
+        ->capture_default_str();
+    app->add_option("--slow-client", opts->slow_client,
+                    "When a client's queue is full: drop the message, or close it with 1008 'too slow'")
+        ->envname("WSIG_SLOW_CLIENT")
+        ->check(CLI::IsMember({"drop", "close"}))
+        ->capture_default_str();
+    app->add_option("--ping-interval", opts->ping_interval,
+                    "Ping every DURATION; a peer silent for two pings is dropped (0: off)")
+        ->envname("WSIG_PING_INTERVAL")
+        ->type_name("DURATION")
+        ->capture_default_str();
+    app->add_option("--threads", opts->threads, "I/O threads (default: one per core)")
+        ->envname("WSIG_THREADS")
+        ->check(CLI::Range(0u, 1024u));
+    app->add_option("--shutdown-timeout", opts->shutdown_timeout,
+                    "On SIGINT/SIGTERM, wait this long for clients to close")
+        ->envname("WSIG_SHUTDOWN_TIMEOUT")
+        ->type_name("DURATION")
+        ->capture_default_str();
+    app->add_option("--log-format", opts->log_format, "Logs on stderr as text or json lines")
+        ->envname("WSIG_LOG_FORMAT")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
+    auto* quiet = app->add_flag("-q,--quiet", opts->quiet, "Log only warnings and errors")->envname("WSIG_QUIET");
+    app->add_flag("-v,--verbose", opts->verbose, "Log every connection and request failure")
+        ->envname("WSIG_VERBOSE")
+        ->excludes(quiet);
+    app->add_option("--ready-file", opts->ready_file, "Write the URL to FILE once accepting")
+        ->envname("WSIG_READY_FILE")
+        ->type_name("FILE");
+
+    return {app, [opts] {
+                auto o = to_server_options(*opts);
+                return run_server(std::move(o));
             }};
 }
 

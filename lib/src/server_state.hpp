@@ -19,6 +19,10 @@
 #include <unordered_map>
 #include <variant>
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace wsig::detail {
 
 namespace http = boost::beast::http;
@@ -65,7 +69,8 @@ enum class session_kind { signal, echo, demo };
 // What a live WebSocket session offers beyond the registry's interface: a hard stop for shutdown.
 class live_session : public connection {
 public:
-    virtual void abort() = 0;  // thread-safe: closes the socket now
+    virtual void abort() = 0;           // thread-safe: closes the socket now
+    virtual void release_parked() = 0;  // only after the event loop stopped
 };
 
 struct server_state {
@@ -116,6 +121,10 @@ response make_response(request const& req, http::status status, std::string body
 // One complete client message on a WebSocket (text or binary).
 void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,
                        bool binary);
+
+// Start a session on an accepted socket (server_plain.cpp, server_tls.cpp).
+void start_plain_session(server_state& st, tcp::socket socket);
+void start_tls_session(server_state& st, boost::asio::ssl::context& ctx, tcp::socket socket);
 
 // Peer "ip" as Pode sees it (v4-mapped addresses shown as v4).
 std::string peer_ip(tcp::endpoint const& ep);

@@ -1,0 +1,845 @@
+// `wsig serve`: the listener, the lifecycle (signals, drain), and the HTTP surface: upgrade
+// decisions, the push API, the admin API, health and metrics, and client-message routing.
+#include "server_state.hpp"
+
+#include <wsig/client_id.hpp>
+#include <wsig/envelope.hpp>
+#include <wsig/exit_code.hpp>
+#include <wsig/message.hpp>
+#include <wsig/signing.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+namespace wsig {
+
+result<route_spec> parse_route_spec(std::string_view spec) {
+    auto bad = [&](std::string_view why) {
+        return make_error(errc::invalid_argument, fmt::format("route '{}': {}", spec, why));
+    };
+    auto comma = spec.find(',');
+    auto head = spec.substr(0, comma);
+    auto eq = head.find('=');
+    if (eq == std::string_view::npos) return bad("expected PATH=NAME");
+    route_spec r;
+    r.path = std::string(head.substr(0, eq));
+    r.name = std::string(head.substr(eq + 1));
+    if (r.path.empty() || r.path[0] != '/') return bad("PATH must start with '/'");
+    if (r.path.find_first_of("?# \t") != std::string::npos) return bad("PATH must be a plain path (no query, no spaces)");
+    if (r.name.empty()) return bad("NAME is empty");
+    while (comma != std::string_view::npos) {
+        auto rest = spec.substr(comma + 1);
+        auto next = rest.find(',');
+        auto item = rest.substr(0, next);
+        comma = next == std::string_view::npos ? next : comma + 1 + next;
+        auto ieq = item.find('=');
+        if (ieq == std::string_view::npos) return bad(fmt::format("'{}' is not key=value", item));
+        auto key = item.substr(0, ieq), value = item.substr(ieq + 1);
+        if (key == "group") {
+            if (value.empty()) return bad("group= is empty");
+            r.group = std::string(value);
+        } else if (key == "scope") {
+            auto s = parse_scope(value);
+            if (!s) return bad(s.error().message);
+            r.scope = *s;
+        } else {
+            return bad(fmt::format("unknown key '{}' (known: group, scope)", key));
+        }
+    }
+    return r;
+}
+
+}  // namespace wsig
+
+namespace wsig::detail {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+using error_code = boost::system::error_code;
+using json = nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+
+bool logger::enabled(severity s) const noexcept {
+    switch (level_) {
+    case log_level::quiet: return s >= severity::warning;
+    case log_level::info: return s >= severity::info;
+    case log_level::debug: return true;
+    }
+    return true;
+}
+
+void logger::log(severity s, std::string_view message) const {
+    if (!enabled(s)) return;
+    static constexpr char const* names[] = {"debug", "info", "warning", "error"};
+    auto const* level = names[static_cast<int>(s)];
+    auto now = std::chrono::system_clock::now();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    auto ts = fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(now)), ms);
+    std::string line;
+    if (format_ == log_format::json)
+        line = json{{"ts", ts}, {"level", level}, {"msg", message}}.dump(-1, ' ', false,
+                                                                        json::error_handler_t::replace) +
+               "\n";
+    else
+        line = fmt::format("{} {} {}\n", ts, level, message);
+    std::lock_guard lock(mutex_);
+    std::fwrite(line.data(), 1, line.size(), stderr);
+    std::fflush(stderr);
+}
+
+std::string redact_id(std::string_view id) {
+    if (id.size() <= 12) return std::string(id);
+    return fmt::format("{}...", id.substr(0, 12));
+}
+
+void server_state::add_live(std::shared_ptr<live_session> const& s) {
+    std::lock_guard lock(live_mutex);
+    live.emplace(s.get(), s);
+}
+
+void server_state::remove_live(live_session const* s) {
+    std::lock_guard lock(live_mutex);
+    live.erase(s);
+}
+
+std::vector<std::shared_ptr<live_session>> server_state::live_sessions() {
+    std::vector<std::shared_ptr<live_session>> out;
+    std::lock_guard lock(live_mutex);
+    for (auto const& [p, w] : live)
+        if (auto s = w.lock()) out.push_back(std::move(s));
+    return out;
+}
+
+std::string peer_ip(tcp::endpoint const& ep) {
+    auto a = ep.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6()).to_string();
+    return a.to_string();
+}
+
+namespace {
+
+std::string peer_string(tcp::endpoint const& ep) {
+    auto ip = peer_ip(ep);
+    if (ip.find(':') != std::string::npos) return fmt::format("[{}]:{}", ip, ep.port());
+    return fmt::format("{}:{}", ip, ep.port());
+}
+
+std::string trim(std::string_view s) {
+    auto b = s.find_first_not_of(" \t");
+    if (b == std::string_view::npos) return {};
+    auto e = s.find_last_not_of(" \t");
+    return std::string(s.substr(b, e - b + 1));
+}
+
+struct split_target {
+    std::string_view path;
+    std::vector<std::pair<std::string, std::string>> query;
+
+    std::optional<std::string> get(std::string_view key) const {
+        for (auto const& [k, v] : query)
+            if (iequals(k, key)) return v;
+        return std::nullopt;
+    }
+};
+
+split_target parse_target(std::string_view target) {
+    split_target out;
+    auto q = target.find('?');
+    out.path = target.substr(0, q);
+    if (q == std::string_view::npos) return out;
+    auto rest = target.substr(q + 1);
+    while (!rest.empty()) {
+        auto amp = rest.find('&');
+        auto item = rest.substr(0, amp);
+        auto eq = item.find('=');
+        if (!item.empty())
+            out.query.emplace_back(url_decode(item.substr(0, eq)),
+                                   eq == std::string_view::npos ? std::string() : url_decode(item.substr(eq + 1)));
+        if (amp == std::string_view::npos) break;
+        rest = rest.substr(amp + 1);
+    }
+    return out;
+}
+
+bool valid_utf8(std::string_view s) {
+    auto const* p = reinterpret_cast<unsigned char const*>(s.data());
+    auto const* end = p + s.size();
+    while (p < end) {
+        unsigned c = *p;
+        int n = 0;
+        std::uint32_t cp = 0;
+        if (c < 0x80) {
+            ++p;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (end - p <= n) return false;
+        for (int i = 1; i <= n; ++i) {
+            if ((p[i] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+// Glob with '*' (any run) and '?' (one character), case-insensitive: origins are case-insensitive.
+bool glob_match(std::string_view pattern, std::string_view text) {
+    std::size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
+    auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; };
+    while (t < text.size()) {
+        if (p < pattern.size() && (pattern[p] == '?' || lower(pattern[p]) == lower(text[t]))) {
+            ++p;
+            ++t;
+        } else if (p < pattern.size() && pattern[p] == '*') {
+            star = p++;
+            mark = t;
+        } else if (star != std::string_view::npos) {
+            p = star + 1;
+            t = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (p < pattern.size() && pattern[p] == '*') ++p;
+    return p == pattern.size();
+}
+
+std::string iso_time(std::chrono::system_clock::time_point tp) {
+    return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(tp)));
+}
+
+response json_response(request const& req, http::status status, json const& body) {
+    return make_response(req, status, body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
+                         "application/json");
+}
+
+response json_error(request const& req, http::status status, std::string message) {
+    return json_response(req, status, json{{"error", std::move(message)}});
+}
+
+bool websocket_upgrade_header(request const& req) { return iequals(trim(req[http::field::upgrade]), "websocket"); }
+
+// Where an upgrade on `path` goes; nullopt when nothing is there.
+struct route_match {
+    session_kind kind;
+    std::string name;
+    std::string group;
+    wsig::scope scope;
+};
+
+std::optional<route_match> match_route(server_state const& st, std::string_view path, bool with_auto = true) {
+    auto const& o = st.opts;
+    for (auto const& e : o.echo_paths)
+        if (e == path) return route_match{session_kind::echo, {}, {}, scope::global};
+    for (auto const& r : o.routes)
+        if (r.path == path) return route_match{session_kind::signal, r.name, r.group, r.scope.value_or(o.default_scope)};
+    if (o.demo && path == "/msg") return route_match{session_kind::demo, "Msg", {}, o.default_scope};
+    if (o.auto_upgrade && with_auto) return route_match{session_kind::signal, std::string(path), {}, scope::global};
+    return std::nullopt;
+}
+
+// A client-chosen ID: printable ASCII without spaces, of a sane length.
+bool acceptable_client_id(std::string_view id) {
+    if (id.empty() || id.size() > 512) return false;
+    return std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7F; });
+}
+
+bool api_key_ok(server_state const& st, request const& req) {
+    if (st.opts.api_key.empty()) return true;
+    auto auth = req[http::field::authorization];
+    constexpr std::string_view bearer = "Bearer ";
+    if (auth.size() < bearer.size() || !iequals(auth.substr(0, bearer.size()), bearer)) return false;
+    auto key = trim(auth.substr(bearer.size()));
+    auto const& want = st.opts.api_key;
+    // Constant time over the expected key's length; a length mismatch still compares.
+    std::string padded = key;
+    padded.resize(want.size());
+    bool same = CRYPTO_memcmp(padded.data(), want.data(), want.size()) == 0;
+    return same && key.size() == want.size();
+}
+
+std::vector<std::string> split_groups(std::string_view header) {
+    std::vector<std::string> out;
+    while (!header.empty()) {
+        auto c = header.find(',');
+        auto item = header.substr(0, c);
+        if (!item.empty()) out.emplace_back(item);  // Pode removes empty entries and does not trim
+        if (c == std::string_view::npos) break;
+        header = header.substr(c + 1);
+    }
+    return out;
+}
+
+response handle_push(server_state& st, request const& req, tcp::endpoint const& remote) {
+    auto id = trim(req["X-Pode-Signal-Client-Id"]);
+    auto name = trim(req["X-Pode-Signal-Name"]);
+    auto groups = split_groups(req["X-Pode-Signal-Group"]);
+    auto const& body = req.body();
+    if (!valid_utf8(body)) return json_error(req, http::status::bad_request, "the body is not valid UTF-8");
+    if (!id.empty()) {
+        if (name.empty())
+            return json_error(req, http::status::bad_request,
+                              "Invalid Signal headers supplied, missing required X-Pode-Signal-Name HTTP header");
+        if (st.opts.signing.enabled) {
+            auto key = st.opts.signing.key_for(trim(req[http::field::user_agent]), peer_ip(remote));
+            if (!is_signed_form(id) || !unsign(id, key))
+                return json_error(req, http::status::bad_request,
+                                  fmt::format("The X-PODE-SIGNAL-CLIENT-ID value is not valid: {}", redact_id(id)));
+        }
+        auto conn = st.reg.find(name, id, groups);
+        if (!conn)
+            return json_error(req, http::status::not_found,
+                              fmt::format("The Signal client connection being referenced does not exist, Name: {}, "
+                                          "Group: {}, ClientId: {}",
+                                          name, req["X-Pode-Signal-Group"], redact_id(id)));
+        if (body.empty()) return json_response(req, http::status::ok, json{{"delivered", 0}});
+        conn->send(outgoing_message::text(body));
+        return json_response(req, http::status::ok, json{{"delivered", 1}});
+    }
+    if (name.empty())
+        return json_error(req, http::status::bad_request,
+                          "missing X-Pode-Signal-Client-Id or X-Pode-Signal-Name header");
+    auto targets = resolve_targets(st.reg, st.opts.levels, target{{name}, groups, {}});
+    if (!targets) return json_error(req, http::status::forbidden, targets.error().message);
+    if (body.empty()) return json_response(req, http::status::ok, json{{"delivered", 0}});
+    auto msg = outgoing_message::text(body);
+    for (auto const& c : *targets) c->send(msg);
+    return json_response(req, http::status::ok, json{{"delivered", targets->size()}});
+}
+
+response handle_connections(server_state& st, request const& req, split_target const& t) {
+    target filter;
+    if (auto n = t.get("name"); n && !n->empty()) filter.names.push_back(*n);
+    if (auto g = t.get("group"); g && !g->empty()) filter.groups = split_groups(*g);
+    if (auto c = t.get("clientId"); c && !c->empty()) filter.client_ids.push_back(*c);
+    if (req.method() == http::verb::get) {
+        json list = json::array();
+        for (auto const& c : st.reg.list(filter)) {
+            auto const& i = c->info();
+            list.push_back({{"name", i.name},
+                            {"group", i.group},
+                            {"clientId", i.client_id},
+                            {"scope", to_string(i.scope)},
+                            {"remote", i.remote},
+                            {"since", iso_time(i.since)}});
+        }
+        return json_response(req, http::status::ok, json{{"connections", std::move(list)}});
+    }
+    if (filter.names.empty() && filter.groups.empty() && filter.client_ids.empty())
+        return json_error(req, http::status::bad_request, "give at least one of name=, group=, clientId=");
+    auto conns = st.reg.list(filter);
+    for (auto const& c : conns) c->close(1000, "closed");
+    return json_response(req, http::status::ok, json{{"closed", conns.size()}});
+}
+
+std::string label(std::string_view v) {
+    std::string out;
+    for (char c : v) {
+        if (c == '\\' || c == '"') out += '\\';
+        if (c == '\n') {
+            out += "\\n";
+            continue;
+        }
+        out += c;
+    }
+    return out;
+}
+
+std::string metrics_text(server_state& st) {
+    std::string out;
+    auto& m = st.stats;
+    out += "# HELP wsig_connections Open signal connections by name.\n# TYPE wsig_connections gauge\n";
+    for (auto const& [name, n] : st.reg.count_by_name())
+        out += fmt::format("wsig_connections{{name=\"{}\"}} {}\n", label(name), n);
+    auto counter = [&](char const* name, char const* help, std::uint64_t v) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+    };
+    counter("wsig_messages_received_total", "Client messages received.", m.messages_received.load());
+    counter("wsig_messages_sent_total", "Messages written to clients.", m.messages_sent.load());
+    counter("wsig_bytes_received_total", "Payload bytes received from clients.", m.bytes_received.load());
+    counter("wsig_bytes_sent_total", "Bytes written to clients (frames).", m.bytes_sent.load());
+    counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy.", m.messages_dropped.load());
+    std::lock_guard lock(m.mutex);
+    out += "# HELP wsig_closes_total WebSocket connections ended, by close code.\n# TYPE wsig_closes_total counter\n";
+    for (auto const& [code, n] : m.closes) out += fmt::format("wsig_closes_total{{code=\"{}\"}} {}\n", code, n);
+    out += "# HELP wsig_push_requests_total Push API requests, by HTTP status.\n"
+           "# TYPE wsig_push_requests_total counter\n";
+    for (auto const& [code, n] : m.push_requests)
+        out += fmt::format("wsig_push_requests_total{{status=\"{}\"}} {}\n", code, n);
+    return out;
+}
+
+}  // namespace
+
+response make_response(request const& req, http::status status, std::string body, std::string_view content_type) {
+    response res{status, req.version() ? req.version() : 11};
+    res.set(http::field::server, "wsig");
+    res.set(http::field::content_type, content_type);
+    res.keep_alive(req.keep_alive());
+    res.body() = std::move(body);
+    res.prepare_payload();
+    return res;
+}
+
+bool wants_upgrade(request const& req) {
+    return websocket_upgrade_header(req) || req.count(http::field::sec_websocket_key) > 0;
+}
+
+std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote) {
+    auto t = parse_target(req.target());
+    auto m = match_route(st, t.path);
+    if (!m) return make_response(req, http::status::not_found, "no WebSocket route here\n");
+    if (req.method() != http::verb::get) {
+        auto res = make_response(req, http::status::method_not_allowed, "a WebSocket upgrade must be a GET\n");
+        res.set(http::field::allow, "GET");
+        return res;
+    }
+    if (trim(req[http::field::sec_websocket_key]).empty())
+        return make_response(req, http::status::bad_request,
+                             "WebSocket upgrade request is invalid, missing Sec-WebSocket-Key header\n");
+    if (!st.opts.allow_origins.empty() && req.count(http::field::origin) > 0) {
+        auto origin = req[http::field::origin];
+        bool ok = std::any_of(st.opts.allow_origins.begin(), st.opts.allow_origins.end(),
+                              [&](auto const& p) { return glob_match(p, origin); });
+        if (!ok) {
+            st.log.log(severity::warning, fmt::format("refused an upgrade from {}: Origin '{}' is not allowed",
+                                                      peer_string(remote), origin));
+            return make_response(req, http::status::forbidden, "origin not allowed\n");
+        }
+    }
+    if (st.stopping) return make_response(req, http::status::service_unavailable, "server is shutting down\n");
+    if (st.opts.max_connections > 0 && st.ws_count.load() >= st.opts.max_connections) {
+        auto res = make_response(req, http::status::service_unavailable, "too many connections\n");
+        res.set(http::field::retry_after, "1");
+        return res;
+    }
+    upgrade_plan plan{m->kind, {}};
+    auto& info = plan.info;
+    info.path = std::string(t.path);
+    info.remote = peer_string(remote);
+    info.since = std::chrono::system_clock::now();
+    info.scope = m->scope;
+    if (m->kind == session_kind::echo) return plan;
+    info.name = m->name;
+    info.group = m->group;
+    if (info.group.empty())
+        if (auto g = t.get("group")) info.group = *g;
+    auto const& signing = st.opts.signing;
+    auto key = signing.enabled ? signing.key_for(trim(req[http::field::user_agent]), peer_ip(remote)) : std::string();
+    std::optional<std::string> chosen;
+    if (st.opts.accept_client_id)
+        if (auto c = t.get("clientId"); c && !c->empty()) chosen = *c;
+    if (chosen) {
+        if (!acceptable_client_id(*chosen))
+            return make_response(req, http::status::bad_request, "clientId must be 1-512 printable characters\n");
+        if (signing.enabled) {
+            if (is_signed_form(*chosen)) {
+                if (!unsign(*chosen, key)) {
+                    st.log.log(severity::warning, fmt::format("refused an upgrade from {}: clientId {} does not verify",
+                                                              peer_string(remote), redact_id(*chosen)));
+                    return make_response(req, http::status::bad_request, "the signed clientId does not verify\n");
+                }
+                info.client_id = *chosen;
+            } else {
+                info.client_id = sign(*chosen, key);
+            }
+        } else {
+            info.client_id = *chosen;
+        }
+    } else {
+        info.client_id = signing.enabled ? sign(new_client_id(), key) : new_client_id();
+    }
+    return plan;
+}
+
+response handle_http(server_state& st, request const& req, tcp::endpoint const& remote) {
+    auto t = parse_target(req.target());
+    auto path = t.path;
+    auto method = req.method();
+    auto not_allowed = [&](char const* allow) {
+        auto res = make_response(req, http::status::method_not_allowed, "method not allowed\n");
+        res.set(http::field::allow, allow);
+        return res;
+    };
+    if (path == "/signal") {
+        if (method != http::verb::post) return not_allowed("POST");
+        response res = api_key_ok(st, req) ? handle_push(st, req, remote)
+                                           : json_error(req, http::status::unauthorized, "missing or wrong API key");
+        if (res.result() == http::status::unauthorized) res.set(http::field::www_authenticate, "Bearer");
+        st.stats.count_push(res.result_int());
+        if (res.result_int() >= 400)
+            st.log.log(severity::info, fmt::format("push from {} answered {}: {}", peer_string(remote),
+                                                   res.result_int(), res.body().substr(0, 200)));
+        return res;
+    }
+    if (path == "/signal/connections") {
+        if (method != http::verb::get && method != http::verb::delete_) return not_allowed("GET, DELETE");
+        if (!api_key_ok(st, req)) {
+            auto res = json_error(req, http::status::unauthorized, "missing or wrong API key");
+            res.set(http::field::www_authenticate, "Bearer");
+            return res;
+        }
+        return handle_connections(st, req, t);
+    }
+    if (path == "/healthz") {
+        if (method != http::verb::get) return not_allowed("GET");
+        return make_response(req, http::status::ok, "ok");
+    }
+    if (path == "/metrics") {
+        if (method != http::verb::get) return not_allowed("GET");
+        return make_response(req, http::status::ok, metrics_text(st), "text/plain; version=0.0.4; charset=utf-8");
+    }
+    if (match_route(st, path, false)) {
+        if (method != http::verb::get) return not_allowed("GET");
+        auto res = make_response(req, http::status::upgrade_required, "this path takes WebSocket upgrades only\n");
+        res.set(http::field::upgrade, "websocket");
+        return res;
+    }
+    if (path == "/" && st.opts.demo) {
+        if (method != http::verb::get) return not_allowed("GET");
+        return make_response(req, http::status::ok, std::string(demo_page()), "text/html; charset=utf-8");
+    }
+    return make_response(req, http::status::not_found, "not found\n");
+}
+
+void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,
+                       bool binary) {
+    if (kind == session_kind::echo) {
+        sender.send(outgoing_message::make(binary ? opcode::binary : opcode::text, data));
+        return;
+    }
+    auto const& from = sender.info();
+    auto env = parse_envelope(data);
+    if (!env) {
+        st.log.log(severity::warning, fmt::format("dropped a message from {} ({} {}): {}", from.remote, from.name,
+                                                  redact_id(from.client_id), env.error().message));
+        return;
+    }
+    if (kind == session_kind::demo && !env->direct && env->message.is_string() &&
+        iequals(env->message.get_ref<std::string const&>(), "[date]")) {
+        auto now = std::chrono::system_clock::now();
+        auto text = fmt::format("{:%Y-%m-%d %H:%M:%S} UTC", fmt::gmtime(std::chrono::system_clock::to_time_t(now)));
+        auto targets = resolve_targets(st.reg, st.opts.levels, target{{"Msg"}, {}, {}});
+        if (!targets) {
+            st.log.log(severity::warning, fmt::format("demo [date] not sent: {}", targets.error().message));
+            return;
+        }
+        auto msg = outgoing_message::text(text);
+        for (auto const& c : *targets) c->send(msg);
+        return;
+    }
+    auto msg = outgoing_message::text(payload_text(env->message));
+    if (env->direct) {
+        sender.send(std::move(msg));
+        return;
+    }
+    target t;
+    if (env->path) t.names.push_back(*env->path);
+    t.groups = std::move(env->groups);
+    t.client_ids = std::move(env->client_ids);
+    auto targets = resolve_targets(st.reg, st.opts.levels, t);
+    if (!targets) {
+        st.log.log(severity::warning, fmt::format("message from {} ({}) not sent: {}", from.remote,
+                                                  redact_id(from.client_id), targets.error().message));
+        return;
+    }
+    for (auto const& c : *targets) c->send(msg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener and lifecycle
+
+namespace {
+
+std::string openssl_error() {
+    auto e = ERR_get_error();
+    if (e == 0) return "unknown error";
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    return buf;
+}
+
+result<void> load_pfx(ssl::context& ctx, std::string const& file, std::string const& password) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return make_error(errc::io, fmt::format("cannot read PKCS#12 file '{}'", file));
+    std::string der((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto const* p = reinterpret_cast<unsigned char const*>(der.data());
+    PKCS12* p12 = d2i_PKCS12(nullptr, &p, static_cast<long>(der.size()));
+    if (!p12) return make_error(errc::io, fmt::format("'{}' is not a PKCS#12 file: {}", file, openssl_error()));
+    EVP_PKEY* key = nullptr;
+    X509* cert = nullptr;
+    STACK_OF(X509)* chain = nullptr;
+    int ok = PKCS12_parse(p12, password.c_str(), &key, &cert, &chain);
+    PKCS12_free(p12);
+    if (!ok || !key || !cert) {
+        EVP_PKEY_free(key);
+        X509_free(cert);
+        sk_X509_pop_free(chain, X509_free);
+        return make_error(errc::io, fmt::format("cannot open PKCS#12 file '{}' (wrong password?): {}", file,
+                                                openssl_error()));
+    }
+    auto* native = ctx.native_handle();
+    bool good = SSL_CTX_use_certificate(native, cert) == 1 && SSL_CTX_use_PrivateKey(native, key) == 1 &&
+                SSL_CTX_check_private_key(native) == 1;
+    for (int i = 0; good && chain && i < sk_X509_num(chain); ++i) {
+        X509* c = sk_X509_value(chain, i);
+        if (SSL_CTX_add_extra_chain_cert(native, c) == 1)
+            sk_X509_set(chain, i, nullptr);  // owned by the context now
+        else
+            good = false;
+    }
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    sk_X509_pop_free(chain, X509_free);
+    if (!good) return make_error(errc::io, fmt::format("PKCS#12 file '{}': {}", file, openssl_error()));
+    return {};
+}
+
+result<void> setup_tls(ssl::context& ctx, server_options const& o) {
+    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    if (!o.pfx.empty()) return load_pfx(ctx, o.pfx, o.pfx_password);
+    error_code ec;
+    ctx.use_certificate_chain_file(o.tls_cert, ec);
+    if (ec) return make_error(errc::io, fmt::format("certificate '{}': {}", o.tls_cert, ec.message()));
+    ctx.use_private_key_file(o.tls_key, ssl::context::pem, ec);
+    if (ec) return make_error(errc::io, fmt::format("private key '{}': {}", o.tls_key, ec.message()));
+    if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+        return make_error(errc::io, "the private key does not match the certificate");
+    return {};
+}
+
+class listener {
+public:
+    listener(net::io_context& ioc, server_state& st, ssl::context* tls)
+        : ioc_(ioc), st_(st), tls_(tls), acceptor_(ioc), retry_(ioc) {}
+
+    result<tcp::endpoint> open(tcp::endpoint ep) {
+        error_code ec;
+        acceptor_.open(ep.protocol(), ec);
+        if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+        if (!ec && ep.address().is_v6()) acceptor_.set_option(net::ip::v6_only(false), ec);
+        if (!ec) acceptor_.bind(ep, ec);
+        if (ec == net::error::address_in_use)
+            return make_error(errc::io, fmt::format("port {} on {} is in use", ep.port(), ep.address().to_string()));
+        if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+        if (ec) return make_error(errc::io, fmt::format("cannot listen on {}: {}", ep.address().to_string(), ec.message()));
+        auto local = acceptor_.local_endpoint(ec);
+        if (ec) return make_error(errc::io, ec.message());
+        return local;
+    }
+
+    void start() { do_accept(); }
+
+    void stop() {
+        error_code ignored;
+        acceptor_.close(ignored);
+        retry_.cancel();
+    }
+
+private:
+    void do_accept() {
+        acceptor_.async_accept(net::make_strand(ioc_), [this](error_code ec, tcp::socket socket) {
+            if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
+            if (ec) {
+                // Out of descriptors and the like: wait a little instead of spinning.
+                st_.log.log(severity::warning, fmt::format("accept: {}", ec.message()));
+                retry_.expires_after(std::chrono::milliseconds(100));
+                retry_.async_wait([this](error_code e) {
+                    if (!e) do_accept();
+                });
+                return;
+            }
+            error_code ignored;
+            socket.set_option(tcp::no_delay(true), ignored);
+            if (tls_)
+                start_tls_session(st_, *tls_, std::move(socket));
+            else
+                start_plain_session(st_, std::move(socket));
+            do_accept();
+        });
+    }
+
+    net::io_context& ioc_;
+    server_state& st_;
+    ssl::context* tls_;
+    tcp::acceptor acceptor_;
+    net::steady_timer retry_;
+};
+
+result<tcp::endpoint> bind_endpoint(server_options const& o) {
+    std::string addr = o.address;
+    if (addr == "*") addr = "0.0.0.0";
+    if (addr == "localhost") addr = "127.0.0.1";
+    if (addr.size() > 2 && addr.front() == '[' && addr.back() == ']') addr = addr.substr(1, addr.size() - 2);
+    error_code ec;
+    auto a = net::ip::make_address(addr, ec);
+    if (ec) return make_error(errc::invalid_argument, fmt::format("address '{}' is not an IP address", o.address));
+    return tcp::endpoint(a, o.port);
+}
+
+std::string url_for(tcp::endpoint const& ep, bool tls) {
+    auto a = ep.address();
+    std::string host;
+    if (a.is_unspecified())
+        host = a.is_v6() ? "[::1]" : "127.0.0.1";
+    else if (a.is_v6())
+        host = fmt::format("[{}]", a.to_string());
+    else
+        host = a.to_string();
+    return fmt::format("{}://{}:{}", tls ? "https" : "http", host, ep.port());
+}
+
+bool write_ready_file(std::string const& path, std::string const& url) {
+    auto tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        if (!out) return false;
+        out << url << "\n";
+        if (!out.flush()) return false;
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    return !ec;
+}
+
+}  // namespace
+
+}  // namespace wsig::detail
+
+namespace wsig {
+
+int run_server(server_options options) {
+    using namespace detail;
+    unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+    server_state st(std::move(options));
+    auto const& o = st.opts;
+
+    std::optional<ssl::context> tls;
+    if (!o.pfx.empty() || !o.tls_cert.empty()) {
+        tls.emplace(ssl::context::tls_server);
+        if (auto ok = setup_tls(*tls, o); !ok) {
+            st.log.log(severity::error, ok.error().message);
+            return to_int(exit_code::config);
+        }
+    }
+    auto ep = bind_endpoint(o);
+    if (!ep) {
+        st.log.log(severity::error, ep.error().message);
+        return to_int(exit_code::usage);
+    }
+
+    net::io_context ioc(static_cast<int>(threads));
+    listener lis(ioc, st, tls ? &*tls : nullptr);
+    auto local = lis.open(*ep);
+    if (!local) {
+        st.log.log(severity::error, local.error().message);
+        return to_int(exit_code::config);
+    }
+    lis.start();
+    auto url = url_for(*local, tls.has_value());
+
+    std::fwrite(url.data(), 1, url.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    if (!o.ready_file.empty() && !write_ready_file(o.ready_file, url)) {
+        st.log.log(severity::error, fmt::format("cannot write the ready file '{}'", o.ready_file));
+        return to_int(exit_code::config);
+    }
+    st.log.log(severity::info, fmt::format("listening on {} ({} thread{}){}", url, threads, threads == 1 ? "" : "s",
+                                           o.demo ? fmt::format("; demo: open {}/", url) : ""));
+
+    net::signal_set signals(ioc, SIGINT, SIGTERM);
+    net::steady_timer drain(ioc);
+    auto deadline = std::chrono::steady_clock::now();
+    bool aborted = false;
+
+    std::function<void()> poll_drain = [&] {
+        if (st.ws_count.load() == 0) {
+            ioc.stop();
+            return;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            if (aborted) {
+                ioc.stop();
+                return;
+            }
+            aborted = true;
+            st.log.log(severity::info, fmt::format("shutdown timeout: dropping {} connection(s)", st.ws_count.load()));
+            for (auto const& s : st.live_sessions()) s->abort();
+            deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+        }
+        drain.expires_after(std::chrono::milliseconds(20));
+        drain.async_wait([&](error_code ec) {
+            if (!ec) poll_drain();
+        });
+    };
+
+    std::function<void(error_code, int)> on_signal = [&](error_code ec, int sig) {
+        if (ec) return;
+        if (st.stopping.exchange(true)) {
+            st.log.log(severity::info, fmt::format("second signal ({}): exiting now", sig));
+            std::fflush(stderr);
+            std::_Exit(0);
+        }
+        st.log.log(severity::info, fmt::format("signal {}: stopping; closing {} connection(s)", sig, st.ws_count.load()));
+        lis.stop();
+        for (auto const& s : st.live_sessions()) s->close(1001, "server shutting down");
+        deadline = std::chrono::steady_clock::now() + o.shutdown_timeout;
+        signals.async_wait(on_signal);
+        poll_drain();
+    };
+    signals.async_wait(on_signal);
+
+    std::vector<std::thread> pool;
+    pool.reserve(threads - 1);
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+    ioc.run();
+    for (auto& t : pool) t.join();
+
+    // The loop is stopped: break the cycles a parked write holds before everything goes.
+    for (auto const& s : st.live_sessions()) s->release_parked();
+    st.log.log(severity::info, "stopped");
+    return to_int(exit_code::ok);
+}
+
+}  // namespace wsig

@@ -1,0 +1,13 @@
+// Plain HTTP + WS sessions: the session templates instantiated for a TCP stream.
+#include "server_session.hpp"
+
+namespace wsig::detail {
+
+void start_plain_session(server_state& st, tcp::socket socket) {
+    error_code ec;
+    auto remote = socket.remote_endpoint(ec);
+    if (ec) return;  // the peer is already gone
+    std::make_shared<http_session<beast::tcp_stream>>(st, remote, std::move(socket))->run();
+}
+
+}  // namespace wsig::detail

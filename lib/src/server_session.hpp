@@ -1,0 +1,596 @@
+// Private to the server: the per-connection sessions, templated on the transport (plain TCP or TLS).
+// http_session reads requests and hands upgrades to ws_session; ws_session reads with Beast and
+// writes pre-framed shared messages itself, through a write gate shared with Beast's own writes.
+#pragma once
+
+#include "server_state.hpp"
+
+#include <wsig/message.hpp>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream_base.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <fmt/format.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace wsig::detail {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using error_code = boost::system::error_code;
+
+// The session behind a gate: tells it whether raw data is waiting and hears about Beast's writes.
+class gate_owner {
+public:
+    virtual ~gate_owner() = default;
+    virtual bool raw_pending() = 0;       // raw frames queued and allowed to go before a Beast write
+    virtual void beast_parked() = 0;      // a Beast write waits: flush what is queued first
+    virtual void beast_write_done() = 0;  // a Beast write completed: raw writes may resume
+};
+
+// The next layer of the websocket::stream. Every byte Beast writes (101, pong, close, ping) passes
+// here, and waits while a raw gathered write is in flight or raw data queued before it is pending;
+// raw writes in turn wait while Beast writes. So exactly one write is in flight per socket and a
+// control frame never lands inside a data frame. It also replays bytes that arrived after the
+// upgrade request in the same read (they belong to the WebSocket).
+template <class Next>
+class gate_stream {
+public:
+    using executor_type = typename Next::executor_type;
+    using next_layer_type = Next;
+
+    template <class... Args>
+    explicit gate_stream(Args&&... args) : next_(std::forward<Args>(args)...) {}
+
+    executor_type get_executor() noexcept { return next_.get_executor(); }
+    Next& next_layer() noexcept { return next_; }
+    Next const& next_layer() const noexcept { return next_; }
+
+    void set_owner(std::weak_ptr<gate_owner> owner) { owner_ = std::move(owner); }
+    void set_prefix(std::string bytes) { prefix_ = std::move(bytes); }
+
+    bool raw_busy = false;  // the owner's gathered write is in flight
+    bool beast_busy() const noexcept { return beast_busy_; }
+    bool has_parked() const noexcept { return static_cast<bool>(parked_); }
+    void drop_parked() { parked_ = nullptr; }
+    void run_parked() {
+        auto p = std::move(parked_);
+        parked_ = nullptr;
+        p();
+    }
+
+    template <class MutableBuffers, class Token>
+    auto async_read_some(MutableBuffers const& buffers, Token&& token) {
+        return net::async_initiate<Token, void(error_code, std::size_t)>(
+            [this](auto handler, MutableBuffers const& bufs) {
+                if (prefix_.empty()) {
+                    next_.async_read_some(bufs, std::move(handler));
+                    return;
+                }
+                auto n = net::buffer_copy(bufs, net::buffer(prefix_));
+                prefix_.erase(0, n);
+                net::post(next_.get_executor(), beast::bind_front_handler(std::move(handler), error_code{}, n));
+            },
+            token, buffers);
+    }
+
+    template <class ConstBuffers, class Token>
+    auto async_write_some(ConstBuffers const& buffers, Token&& token) {
+        return net::async_initiate<Token, void(error_code, std::size_t)>(
+            [this](auto handler, ConstBuffers const& bufs) {
+                auto owner = owner_.lock();
+                if (raw_busy || (owner && owner->raw_pending())) {
+                    auto hp = std::make_shared<decltype(handler)>(std::move(handler));
+                    parked_ = [this, hp, bufs] { start_beast(std::move(*hp), bufs); };
+                    if (owner) owner->beast_parked();
+                    return;
+                }
+                start_beast(std::move(handler), bufs);
+            },
+            token, buffers);
+    }
+
+private:
+    template <class Handler, class ConstBuffers>
+    void start_beast(Handler handler, ConstBuffers const& bufs) {
+        beast_busy_ = true;
+        next_.async_write_some(bufs, [this, h = std::move(handler)](error_code ec, std::size_t n) mutable {
+            beast_busy_ = false;
+            // Keeps the session (and this gate) alive past the handler, which may drop the last reference.
+            auto owner = owner_.lock();
+            std::move(h)(ec, n);
+            if (owner) owner->beast_write_done();
+        });
+    }
+
+    Next next_;
+    std::weak_ptr<gate_owner> owner_;
+    std::function<void()> parked_;
+    std::string prefix_;
+    bool beast_busy_ = false;
+};
+
+template <class Next>
+void teardown(beast::role_type role, gate_stream<Next>& s, error_code& ec) {
+    using websocket::teardown;
+    teardown(role, s.next_layer(), ec);
+}
+
+template <class Next, class Handler>
+void async_teardown(beast::role_type role, gate_stream<Next>& s, Handler&& handler) {
+    using websocket::async_teardown;
+    async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
+}
+
+// Quiet on the ways a connection is expected to end.
+inline bool expected_ending(error_code const& ec) {
+    return ec == net::error::operation_aborted || ec == websocket::error::closed || ec == beast::http::error::end_of_stream ||
+           ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+           ec == net::ssl::error::stream_truncated || ec == beast::error::timeout ||
+           ec == net::error::not_connected || ec == net::error::bad_descriptor;
+}
+
+template <class Stream>
+constexpr bool is_tls_v = !std::is_same_v<Stream, beast::tcp_stream>;
+
+template <class Stream>
+class ws_session final : public live_session, public gate_owner, public std::enable_shared_from_this<ws_session<Stream>> {
+public:
+    ws_session(server_state& st, Stream&& stream, std::string leftover, upgrade_plan plan)
+        : st_(st), ws_(std::move(stream)), kind_(plan.kind), info_(std::move(plan.info)),
+          ping_timer_(ws_.get_executor()) {
+        ws_.next_layer().set_prefix(std::move(leftover));
+    }
+
+    ~ws_session() override {
+        st_.reg.remove(*this);
+        st_.remove_live(this);
+    }
+
+    // Registers the connection (before the 101 is written), then answers the handshake.
+    void run(request req) {
+        ws_.next_layer().set_owner(std::weak_ptr<gate_owner>(this->shared_from_this()));
+        ++st_.ws_count;
+        st_.add_live(this->shared_from_this());
+        if (kind_ != session_kind::echo) {
+            if (auto old = st_.reg.add(this->shared_from_this())) old->close(1000, "replaced");
+        }
+        websocket::stream_base::timeout t{};
+        t.handshake_timeout = std::chrono::seconds(10);  // bounds both the 101 write and a close handshake
+        t.idle_timeout = websocket::stream_base::none();  // our own ping timer finds dead peers
+        t.keep_alive_pings = false;
+        ws_.set_option(t);
+        ws_.read_message_max(st_.opts.max_message_size);
+        ws_.auto_fragment(false);
+        auto info = info_;
+        ws_.set_option(websocket::stream_base::decorator(
+            [info](websocket::response_type& res) { add_signal_headers_to(res, info); }));
+        ws_.control_callback([this](websocket::frame_type, beast::string_view) { activity_ = true; });
+        req_ = std::move(req);
+        ws_.async_accept(req_, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
+    }
+
+    connection_info const& info() const noexcept override { return info_; }
+
+    void send(message_ptr m) override {
+        {
+            std::lock_guard lock(mutex_);
+            if (closing_) return;
+            auto size = m->frame().size();
+            if (queued_bytes_ > 0 && queued_bytes_ + size > st_.opts.send_queue) {
+                ++st_.stats.messages_dropped;
+                if (st_.opts.slow_client == slow_client_policy::drop) return;
+                // close: what is not yet being written goes; the close follows what is in flight.
+                st_.stats.messages_dropped += pending_.size();
+                for (auto const& p : pending_) queued_bytes_ -= p->frame().size();
+                pending_.clear();
+                closing_ = true;
+                net::post(ws_.get_executor(), [self = this->shared_from_this()] {
+                    self->st_.log.log(severity::warning, fmt::format("closing slow client {} ({}): send queue full",
+                                                                     redact_id(self->info_.client_id), self->info_.remote));
+                    self->do_close(1008, "too slow");
+                });
+                return;
+            }
+            pending_.push_back(std::move(m));
+            queued_bytes_ += size;
+            if (flush_posted_) return;
+            flush_posted_ = true;
+        }
+        net::post(ws_.get_executor(), [self = this->shared_from_this()] {
+            {
+                std::lock_guard lock(self->mutex_);
+                self->flush_posted_ = false;
+            }
+            self->do_flush();
+        });
+    }
+
+    void close(std::uint16_t code, std::string reason) override {
+        {
+            std::lock_guard lock(mutex_);
+            closing_ = true;
+        }
+        net::post(ws_.get_executor(),
+                  [self = this->shared_from_this(), code, r = std::move(reason)]() mutable { self->do_close(code, std::move(r)); });
+    }
+
+    void abort() override {
+        net::post(ws_.get_executor(), [self = this->shared_from_this()] {
+            error_code ignored;
+            beast::get_lowest_layer(self->ws_).socket().close(ignored);
+            self->ping_timer_.cancel();
+        });
+    }
+
+    // gate_owner, all on the session's strand
+    bool raw_pending() override {
+        if (!open_ || close_frame_sent_) return false;
+        std::lock_guard lock(mutex_);
+        return !pending_.empty();
+    }
+
+    void beast_parked() override {
+        auto& gate = ws_.next_layer();
+        if (gate.raw_busy) {
+            // What was queued before this control frame goes after the write in flight, then the frame.
+            std::lock_guard lock(mutex_);
+            flush_before_beast_ = !pending_.empty();
+            return;
+        }
+        flush_before_beast_ = false;
+        if (!start_raw_write()) gate.run_parked();
+    }
+
+    void beast_write_done() override {
+        if (open_ && !ws_.is_open()) close_frame_sent_ = true;  // nothing may follow a close frame
+        do_flush();
+    }
+
+    // At exit, after the loop stopped: a parked Beast write holds the session; let it go.
+    void release_parked() override { ws_.next_layer().drop_parked(); }
+
+private:
+    void fail(error_code ec, char const* stage) {
+        if (expected_ending(ec)) {
+            st_.log.log(severity::debug, fmt::format("{} {}: {} ({})", info_.remote, info_.path, stage, ec.message()));
+            return;
+        }
+        st_.log.log(severity::warning, fmt::format("{} {}: {}: {}", info_.remote, info_.path, stage, ec.message()));
+    }
+
+    void on_accept(error_code ec) {
+        if (ec) {
+            fail(ec, "handshake");
+            finish(1006);
+            return;
+        }
+        open_ = true;
+        req_ = {};
+        st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote, info_.name,
+                                                 info_.group, redact_id(info_.client_id)));
+        if (close_requested_) {
+            start_close();
+        } else {
+            do_flush();
+            arm_ping();
+        }
+        do_read();
+    }
+
+    void do_read() {
+        ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
+    }
+
+    void on_read(error_code ec, std::size_t n) {
+        if (ec) {
+            unsigned code = 1006;
+            if (ec == websocket::error::closed) code = ws_.reason().code;
+            else if (close_code_) code = close_code_;
+            fail(ec, "read");
+            finish(code);
+            return;
+        }
+        activity_ = true;
+        ++st_.stats.messages_received;
+        st_.stats.bytes_received += n;
+        auto data = buffer_.cdata();
+        on_client_message(st_, *this, kind_, std::string_view(static_cast<char const*>(data.data()), data.size()),
+                          !ws_.got_text());
+        buffer_.consume(buffer_.size());
+        // Bounded memory: a big message must not pin its buffer for the life of an idle connection.
+        if (buffer_.capacity() > 64 * 1024) buffer_.shrink_to_fit();
+        do_read();
+    }
+
+    // The read loop is over: the connection leaves the registry and stops its timer.
+    void finish(unsigned code) {
+        if (finished_) return;
+        finished_ = true;
+        {
+            std::lock_guard lock(mutex_);
+            closing_ = true;
+        }
+        st_.stats.count_close(code);
+        ping_timer_.cancel();
+        st_.reg.remove(*this);
+        --st_.ws_count;
+        st_.log.log(severity::debug, fmt::format("disconnected {} name={} clientId={} code={}", info_.remote, info_.name,
+                                                 redact_id(info_.client_id), code));
+    }
+
+    // Takes everything queued and writes it in one gathered write. False when there was nothing.
+    bool start_raw_write() {
+        auto& gate = ws_.next_layer();
+        if (close_frame_sent_) return false;
+        {
+            std::lock_guard lock(mutex_);
+            if (pending_.empty()) return false;
+            writing_.swap(pending_);
+        }
+        buffers_.clear();
+        buffers_.reserve(writing_.size());
+        for (auto const& m : writing_) buffers_.emplace_back(m->frame().data(), m->frame().size());
+        gate.raw_busy = true;
+        net::async_write(gate.next_layer(), buffers_,
+                         beast::bind_front_handler(&ws_session::on_raw_write, this->shared_from_this()));
+        return true;
+    }
+
+    void do_flush() {
+        auto& gate = ws_.next_layer();
+        if (!open_ || gate.raw_busy || gate.beast_busy() || finished_) return;
+        if (gate.has_parked()) {
+            gate.run_parked();
+            return;
+        }
+        if (!ws_.is_open()) return;  // after Beast starts a close, no data may follow it
+        start_raw_write();
+    }
+
+    void on_raw_write(error_code ec, std::size_t n) {
+        auto& gate = ws_.next_layer();
+        gate.raw_busy = false;
+        std::size_t bytes = 0;
+        for (auto const& m : writing_) bytes += m->frame().size();
+        auto count = writing_.size();
+        writing_.clear();  // the frames are released only now that the socket is done with them
+        {
+            std::lock_guard lock(mutex_);
+            queued_bytes_ -= bytes;
+        }
+        if (ec) {
+            fail(ec, "write");
+            error_code ignored;
+            beast::get_lowest_layer(ws_).socket().close(ignored);
+            if (gate.has_parked()) gate.run_parked();
+            return;
+        }
+        st_.stats.messages_sent += count;
+        st_.stats.bytes_sent += n;
+        if (gate.has_parked()) {
+            if (flush_before_beast_) {
+                flush_before_beast_ = false;
+                if (start_raw_write()) return;
+            }
+            gate.run_parked();
+            return;
+        }
+        do_flush();
+    }
+
+    void do_close(std::uint16_t code, std::string reason) {
+        if (close_requested_ || finished_) return;
+        close_requested_ = true;
+        close_code_ = code;
+        close_reason_ = std::move(reason);
+        if (open_) start_close();
+    }
+
+    void start_close() {
+        if (close_started_ || !ws_.is_open()) return;
+        if (ping_in_flight_) return;  // on_ping starts it: Beast allows one ping/close at a time
+        close_started_ = true;
+        ping_timer_.cancel();
+        websocket::close_reason cr(close_code_);
+        cr.reason = close_reason_;
+        ws_.async_close(cr, [self = this->shared_from_this()](error_code ec) {
+            if (ec) self->fail(ec, "close");
+        });
+    }
+
+    void arm_ping() {
+        if (st_.opts.ping_interval.count() <= 0) return;
+        ping_timer_.expires_after(st_.opts.ping_interval);
+        ping_timer_.async_wait(beast::bind_front_handler(&ws_session::on_ping_timer, this->shared_from_this()));
+    }
+
+    void on_ping_timer(error_code ec) {
+        if (ec || finished_ || close_requested_) return;
+        missed_ = activity_ ? 0 : missed_ + 1;
+        activity_ = false;
+        if (missed_ >= 2) {
+            st_.log.log(severity::info, fmt::format("closing {} ({}): missed two pongs", info_.remote,
+                                                    redact_id(info_.client_id)));
+            error_code ignored;
+            beast::get_lowest_layer(ws_).socket().close(ignored);
+            return;
+        }
+        if (!ping_in_flight_ && ws_.is_open()) {
+            ping_in_flight_ = true;
+            ws_.async_ping({}, [self = this->shared_from_this()](error_code e) {
+                self->ping_in_flight_ = false;
+                if (e) self->fail(e, "ping");
+                if (self->close_requested_) self->start_close();
+            });
+        }
+        arm_ping();
+    }
+
+    server_state& st_;
+    websocket::stream<gate_stream<Stream>> ws_;
+    session_kind kind_;
+    connection_info info_;
+    request req_;
+    beast::flat_buffer buffer_;
+    net::steady_timer ping_timer_;
+
+    // Shared with other threads (send/close), under mutex_.
+    std::mutex mutex_;
+    std::vector<message_ptr> pending_;
+    std::size_t queued_bytes_ = 0;  // pending plus in flight
+    bool flush_posted_ = false;
+    bool closing_ = false;          // no more sends accepted
+
+    // Strand-only.
+    std::vector<message_ptr> writing_;           // in flight: kept alive until the write completes
+    std::vector<net::const_buffer> buffers_;
+    bool open_ = false;
+    bool finished_ = false;
+    bool flush_before_beast_ = false;
+    bool close_requested_ = false;
+    bool close_started_ = false;
+    bool ping_in_flight_ = false;
+    bool close_frame_sent_ = false;
+    bool activity_ = false;
+    int missed_ = 0;
+    std::uint16_t close_code_ = 0;
+    std::string close_reason_;
+};
+
+template <class Stream>
+class http_session : public std::enable_shared_from_this<http_session<Stream>> {
+public:
+    template <class... Args>
+    http_session(server_state& st, tcp::endpoint remote, Args&&... args)
+        : st_(st), remote_(std::move(remote)), stream_(std::forward<Args>(args)...) {}
+
+    void run() {
+        net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->start(); });
+    }
+
+private:
+    auto& lowest() { return beast::get_lowest_layer(stream_); }
+
+    void start() {
+        if constexpr (is_tls_v<Stream>) {
+            lowest().expires_after(std::chrono::seconds(10));
+            stream_.async_handshake(net::ssl::stream_base::server,
+                                    beast::bind_front_handler(&http_session::on_handshake, this->shared_from_this()));
+        } else {
+            do_read();
+        }
+    }
+
+    void on_handshake(error_code ec) {
+        if (ec) return fail(ec, "tls handshake");
+        do_read();
+    }
+
+    void fail(error_code ec, char const* stage) {
+        if (expected_ending(ec) || ec == beast::http::error::end_of_stream) {
+            st_.log.log(severity::debug, fmt::format("http {}: {}: {}", peer(), stage, ec.message()));
+            return;
+        }
+        st_.log.log(severity::info, fmt::format("http {}: {}: {}", peer(), stage, ec.message()));
+    }
+
+    std::string peer() const { return fmt::format("{}:{}", peer_ip(remote_), remote_.port()); }
+
+    void do_read() {
+        if (st_.stopping) return do_shutdown();
+        parser_.emplace();
+        parser_->body_limit(st_.opts.max_body_size);
+        parser_->header_limit(16 * 1024);  // 16 KiB of headers is plenty; bounded memory
+        lowest().expires_after(std::chrono::seconds(30));  // idle keep-alive and slow-loris bound
+        beast::http::async_read(stream_, buffer_, *parser_,
+                                beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
+    }
+
+    void on_read(error_code ec, std::size_t) {
+        if (ec == beast::http::error::end_of_stream) return do_shutdown();
+        if (ec == beast::http::error::body_limit) {
+            request r;
+            r.version(11);
+            return write(make_response(r, beast::http::status::payload_too_large, "request body too large\n"), true);
+        }
+        if (ec) {
+            fail(ec, "read");
+            if (ec.category() == beast::http::make_error_code(beast::http::error::bad_target).category()) {
+                request r;
+                r.version(11);
+                return write(make_response(r, beast::http::status::bad_request, "malformed HTTP request\n"), true);
+            }
+            return;
+        }
+        auto req = parser_->release();
+        parser_.reset();
+        if (wants_upgrade(req)) {
+            auto plan = plan_upgrade(st_, req, remote_);
+            if (auto* res = std::get_if<response>(&plan)) return write(std::move(*res), true);
+            lowest().expires_never();
+            std::string leftover(static_cast<char const*>(buffer_.cdata().data()), buffer_.size());
+            std::make_shared<ws_session<Stream>>(st_, std::move(stream_), std::move(leftover),
+                                                 std::move(std::get<upgrade_plan>(plan)))
+                ->run(std::move(req));
+            return;
+        }
+        write(handle_http(st_, req, remote_), false);
+    }
+
+    void write(response res, bool close_after) {
+        if (close_after) res.keep_alive(false);
+        res_.emplace(std::move(res));
+        res_->prepare_payload();
+        lowest().expires_after(std::chrono::seconds(30));
+        beast::http::async_write(stream_, *res_,
+                                 beast::bind_front_handler(&http_session::on_write, this->shared_from_this()));
+    }
+
+    void on_write(error_code ec, std::size_t) {
+        if (ec) return fail(ec, "write");
+        bool close = res_->need_eof();
+        res_.reset();
+        if (close) return do_shutdown();
+        do_read();
+    }
+
+    void do_shutdown() {
+        if constexpr (is_tls_v<Stream>) {
+            lowest().expires_after(std::chrono::seconds(5));
+            stream_.async_shutdown([self = this->shared_from_this()](error_code) {
+                error_code ignored;
+                self->lowest().socket().close(ignored);
+            });
+        } else {
+            error_code ignored;
+            stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        }
+    }
+
+    server_state& st_;
+    tcp::endpoint remote_;
+    Stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<beast::http::request_parser<beast::http::string_body>> parser_;
+    std::optional<response> res_;
+};
+
+}  // namespace wsig::detail
