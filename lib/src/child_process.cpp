@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 
 extern char** environ;
 
@@ -60,6 +61,9 @@ std::string describe_status(int status) {
 
 result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executor executor, child_options options,
                                                            child_callbacks callbacks) {
+    // A child that exits while we write to its stdin must give EPIPE, not kill the server.
+    static std::once_flag ignore_sigpipe;
+    std::call_once(ignore_sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
     fd_pair in, out;
     auto fail = [&](std::string what) -> result<std::shared_ptr<child_process>> {
         int saved = errno;
@@ -260,6 +264,7 @@ void child_process::poll_exit() {
 }
 
 void child_process::finish(int status) {
+    auto keep = shared_from_this();  // on_exit may drop its owner's last reference to us
     exited_ = true;
     kill_timer_.cancel();
     boost::system::error_code ignored;

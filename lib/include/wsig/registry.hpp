@@ -24,13 +24,13 @@ std::string_view to_string(scope s) noexcept;
 result<scope> parse_scope(std::string_view text);
 
 struct connection_info {
-    std::string name;
-    std::string group;      // empty: no group
-    std::string client_id;  // signed form when signing is on
+    std::string name = {};
+    std::string group = {};      // empty: no group
+    std::string client_id = {};  // signed form when signing is on
     wsig::scope scope = scope::global;
-    std::string path;    // the URL path the socket connected on
-    std::string remote;  // peer "ip:port"
-    std::chrono::system_clock::time_point since;
+    std::string path = {};    // the URL path the socket connected on
+    std::string remote = {};  // peer "ip:port"
+    std::chrono::system_clock::time_point since = {};
 };
 
 // What the registry needs of a live connection; a server session implements it.

@@ -1,0 +1,149 @@
+// Command handlers of `wsig serve`: signal routes (--signal-route), connect/disconnect hooks,
+// local-route processes (exec=) and schedules (--every). Pode's Add-PodeSignalRoute,
+// Register-PodeSignalEvent, local scope and Add-PodeSchedule, with external commands.
+#pragma once
+
+#include "child_process.hpp"
+
+#include <wsig/envelope.hpp>
+#include <wsig/registry.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace wsig::detail {
+
+enum class handler_log { debug, info, warning, error };
+using handler_logger = std::function<void(handler_log, std::string)>;
+
+struct signal_route_spec {
+    std::string path;     // the socket path whose client messages go to the command
+    std::string command;  // run once with /bin/sh -c and kept running
+};
+
+struct schedule_spec {
+    std::chrono::milliseconds period;
+    std::string name;     // the Name its output is broadcast to
+    std::string command;
+};
+
+// Parses "PATH=CMD" (--signal-route) and "DURATION:NAME:CMD" (--every).
+result<signal_route_spec> parse_signal_route(std::string_view spec);
+result<schedule_spec> parse_schedule(std::string_view spec);
+
+struct handler_options {
+    std::vector<signal_route_spec> signal_routes = {};
+    std::string on_connect = {};     // empty: no hook
+    std::string on_disconnect = {};  // empty: no hook
+    std::vector<schedule_spec> schedules = {};
+    // Bytes of events queued for one signal-route command before events are dropped (and counted):
+    // a command that stops reading never blocks the server or grows its memory without bound.
+    std::size_t max_queue = 1024 * 1024;
+    std::size_t max_output_line = 1024 * 1024;  // longest action line or schedule output kept
+    // Hooks: at most this many run at once; later events wait in a queue of max_pending_hooks,
+    // and beyond it they are dropped and counted (a flood of connections cannot fork-bomb the host).
+    std::size_t max_running_hooks = 16;
+    std::size_t max_pending_hooks = 4096;
+    std::chrono::milliseconds hook_timeout{30000};  // a hung hook is ended after 30 s
+    std::chrono::milliseconds restart_min{100};     // back-off of a crashing signal-route command
+    std::chrono::milliseconds restart_max{10000};
+};
+
+// What the handlers need of the server beyond the registry: the broadcast levels and how a payload
+// becomes a frame are in the core library already; sending uses connection::send.
+class command_handlers : public std::enable_shared_from_this<command_handlers> {
+public:
+    command_handlers(boost::asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
+                     handler_options options, handler_logger log);
+
+    void start();  // starts the signal-route commands and the schedules
+    void stop();   // ends every command (SIGTERM, then SIGKILL after a grace period)
+
+    // True when client messages on sockets of `socket_path` go to a signal route (no default routing then).
+    bool routes(std::string_view socket_path) const;
+    // A client message on a signal-route socket; thread-safe.
+    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope const& env);
+
+    // Connection events (every cause for disconnect); thread-safe. `reason` says why it ended.
+    void on_connect(connection_info const& info);
+    void on_disconnect(connection_info const& info, std::uint16_t code, std::string_view reason);
+    bool has_connect_hook() const noexcept { return !options_.on_connect.empty(); }
+    bool has_disconnect_hook() const noexcept { return !options_.on_disconnect.empty(); }
+
+    // Counters for /metrics.
+    std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }
+    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }
+    std::uint64_t restarts() const noexcept { return restarts_.load(); }
+
+private:
+    struct route_runner;
+    struct pending_hook {
+        std::string command;
+        std::string input;
+        environment env;
+    };
+
+    void start_route(std::size_t index);
+    void on_action(std::size_t index, std::string const& line, bool truncated);
+    void run_hook(std::string const& command, connection_info const& info, std::string_view type, std::uint16_t code,
+                  std::string_view reason);
+    void launch_hooks();
+    void arm_schedule(std::size_t index);
+    void run_schedule(std::size_t index);
+    void log(handler_log level, std::string message) const;
+
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
+    registry& registry_;
+    broadcast_levels const& levels_;
+    handler_options options_;
+    handler_logger log_;
+    std::vector<std::shared_ptr<route_runner>> routes_;
+    std::deque<pending_hook> pending_hooks_;
+    std::size_t running_hooks_ = 0;
+    std::vector<std::unique_ptr<boost::asio::steady_timer>> schedule_timers_;
+    std::vector<std::shared_ptr<child_process>> schedule_children_;
+    std::vector<std::shared_ptr<child_process>> hook_children_;
+    bool stopped_ = false;
+    std::atomic<std::uint64_t> dropped_events_{0};
+    std::atomic<std::uint64_t> dropped_hooks_{0};
+    std::atomic<std::uint64_t> restarts_{0};
+};
+
+// One local-route process (--route PATH=NAME,scope=local,exec=CMD) bound to one connection: its
+// stdout lines go to the client, the client's messages go to its stdin, and each ends the other.
+class local_process : public std::enable_shared_from_this<local_process> {
+public:
+    static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor executor, std::string command,
+                                                        std::weak_ptr<connection> conn, connection_info const& info,
+                                                        std::size_t max_queue, std::size_t max_line,
+                                                        handler_logger log);
+    void on_client_message(std::string_view text);  // thread-safe
+    void on_client_gone();                          // thread-safe; ends the process
+
+    local_process(boost::asio::any_io_executor executor, std::weak_ptr<connection> conn, handler_logger log);
+
+private:
+    boost::asio::strand<boost::asio::any_io_executor> strand_;
+    std::weak_ptr<connection> conn_;
+    handler_logger log_;
+    std::shared_ptr<child_process> child_;
+    bool gone_ = false;
+};
+
+// RFC 3339 UTC with milliseconds: 2026-11-28T07:31:45.123Z.
+std::string rfc3339_now();
+
+}  // namespace wsig::detail
