@@ -759,6 +759,7 @@ client_result run_ws_send(send_options const& opts, url_parts const& url) {
         .on_message = [](std::string&&, bool) {},
         .on_end = [&](conn_end const& e) {
             timer.cancel();
+            ioc.stop();  // the stream's own handshake timer may still be pending
             if (timed_out) {
                 result = {exit_code::timeout, fmt::format("--timeout {} ms expired", opts.timeout.count())};
             } else if (e.close_frame && !e.server_closed) {
