@@ -1,0 +1,227 @@
+// URL parsing, the HTTP/1.1 upgrade and its response, for the `wsig bench` client.
+#include "bench_wire.hpp"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace wsig::bench::detail {
+namespace {
+
+char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+
+std::string base64(unsigned char const* data, std::size_t n) {
+    std::string out(4 * ((n + 2) / 3) + 1, '\0');
+    int const len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
+    out.resize(static_cast<std::size_t>(len));
+    return out;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+    return s;
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (lower(a[i]) != lower(b[i])) return false;
+    return true;
+}
+
+bool icontains_token(std::string_view list, std::string_view token) {
+    while (!list.empty()) {
+        auto const comma = list.find(',');
+        auto const item = trim(list.substr(0, comma));
+        if (iequals(item, token)) return true;
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+    }
+    return false;
+}
+
+result<endpoint> parse_endpoint(std::string const& url) {
+    std::string_view u = url;
+    auto const sep = u.find("://");
+    if (sep == std::string_view::npos)
+        return make_error(errc::invalid_argument, fmt::format("'{}' is not a URL: give ws://HOST[:PORT]/PATH", url));
+    std::string scheme(u.substr(0, sep));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(), lower);
+    if (scheme == "wss" || scheme == "https")
+        return make_error(errc::invalid_argument,
+                          "wss:// is not supported by wsig bench (it measures plain ws://; put a TLS terminator "
+                          "in front of the server to include TLS)");
+    if (scheme != "ws" && scheme != "http")
+        return make_error(errc::invalid_argument, fmt::format("'{}': the URL must start with ws://", url));
+    u.remove_prefix(sep + 3);
+    auto const slash = u.find_first_of("/?#");
+    std::string_view authority = u.substr(0, slash);
+    std::string_view rest = slash == std::string_view::npos ? std::string_view{} : u.substr(slash);
+    if (auto const hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
+    if (authority.find('@') != std::string_view::npos)
+        return make_error(errc::invalid_argument, fmt::format("'{}': user information in the URL is not supported", url));
+    endpoint ep;
+    std::string_view port;
+    if (!authority.empty() && authority.front() == '[') {
+        auto const close = authority.find(']');
+        if (close == std::string_view::npos)
+            return make_error(errc::invalid_argument, fmt::format("'{}': unterminated IPv6 address", url));
+        ep.host = std::string(authority.substr(1, close - 1));
+        auto after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') return make_error(errc::invalid_argument, fmt::format("'{}': bad host", url));
+            port = after.substr(1);
+        }
+    } else {
+        auto const colon = authority.rfind(':');
+        ep.host = std::string(authority.substr(0, colon));
+        if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+    }
+    if (ep.host.empty()) return make_error(errc::invalid_argument, fmt::format("'{}': no host", url));
+    if (port.empty()) {
+        ep.port = "80";
+    } else {
+        unsigned p = 0;
+        auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+        if (ec != std::errc{} || end != port.data() + port.size() || p == 0 || p > 65535)
+            return make_error(errc::invalid_argument, fmt::format("'{}': bad port '{}'", url, port));
+        ep.port = std::to_string(p);
+    }
+    bool const v6 = ep.host.find(':') != std::string::npos;
+    ep.host_header = v6 ? "[" + ep.host + "]" : ep.host;
+    if (ep.port != "80") ep.host_header += ":" + ep.port;
+    ep.target = rest.empty() ? "/" : std::string(rest);
+    if (ep.target.front() == '?') ep.target.insert(0, "/");
+
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    addrinfo* res = nullptr;
+    int const rc = getaddrinfo(ep.host.c_str(), ep.port.c_str(), &hints, &res);
+    if (rc != 0 || res == nullptr)
+        return make_error(errc::io, fmt::format("cannot resolve '{}': {}", ep.host, gai_strerror(rc)));
+    std::memcpy(&ep.addr, res->ai_addr, res->ai_addrlen);
+    ep.addr_len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return ep;
+}
+
+std::string new_ws_key(std::uint64_t& rng) {
+    unsigned char raw[16];
+    std::uint64_t const a = next_random(rng), b = next_random(rng);
+    std::memcpy(raw, &a, 8);
+    std::memcpy(raw + 8, &b, 8);
+    return base64(raw, sizeof raw);
+}
+
+std::string accept_for(std::string_view key) {
+    static constexpr std::string_view guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    std::string in;
+    in.reserve(key.size() + guid.size());
+    in.append(key);
+    in.append(guid);
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<unsigned char const*>(in.data()), in.size(), digest);
+    return base64(digest, sizeof digest);
+}
+
+std::string upgrade_request(endpoint const& ep, std::string_view target, std::string_view key,
+                            header_list const& extra) {
+    std::string r;
+    r.reserve(256);
+    r += "GET ";
+    r += target;
+    r += " HTTP/1.1\r\nHost: ";
+    r += ep.host_header;
+    r += "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ";
+    r += key;
+    r += "\r\nSec-WebSocket-Version: 13\r\nUser-Agent: wsig-bench/" WSIG_VERSION "\r\n";
+    for (auto const& [name, value] : extra) {
+        r += name;
+        r += ": ";
+        r += value;
+        r += "\r\n";
+    }
+    r += "\r\n";
+    return r;
+}
+
+int parse_response_head(std::string_view data, response_head& head) {
+    auto const end = data.find("\r\n\r\n");
+    if (end == std::string_view::npos) return data.size() > 64 * 1024 ? -1 : 0;
+    head = response_head{};
+    head.head_len = end + 4;
+    std::string_view block = data.substr(0, end + 2);
+    auto const eol = block.find("\r\n");
+    std::string_view const status_line = block.substr(0, eol);
+    block.remove_prefix(eol + 2);
+    // HTTP/1.1 101 Switching Protocols
+    if (status_line.size() < 12 || status_line.substr(0, 5) != "HTTP/") return -1;
+    auto const sp = status_line.find(' ');
+    if (sp == std::string_view::npos || sp + 4 > status_line.size()) return -1;
+    int status = 0;
+    auto [p, ec] = std::from_chars(status_line.data() + sp + 1, status_line.data() + sp + 4, status);
+    if (ec != std::errc{} || p != status_line.data() + sp + 4) return -1;
+    head.status = status;
+    if (sp + 5 <= status_line.size()) head.reason = std::string(status_line.substr(sp + 5));
+    while (!block.empty()) {
+        auto const line_end = block.find("\r\n");
+        std::string_view const line = block.substr(0, line_end);
+        block.remove_prefix(line_end + 2);
+        auto const colon = line.find(':');
+        if (colon == std::string_view::npos) return -1;
+        std::string_view const name = line.substr(0, colon);
+        std::string_view const value = trim(line.substr(colon + 1));
+        if (iequals(name, "sec-websocket-accept")) head.accept = std::string(value);
+        else if (iequals(name, "upgrade")) head.upgrade = std::string(value);
+        else if (iequals(name, "connection")) head.connection = std::string(value);
+        else if (iequals(name, "content-length")) {
+            long long n = 0;
+            auto [q, e2] = std::from_chars(value.data(), value.data() + value.size(), n);
+            if (e2 != std::errc{} || q != value.data() + value.size() || n < 0) return -1;
+            head.content_length = n;
+        } else if (iequals(name, "transfer-encoding")) {
+            head.chunked = icontains_token(value, "chunked");
+        }
+    }
+    return 1;
+}
+
+long long chunked_body_length(std::string_view data) {
+    std::size_t pos = 0;
+    for (;;) {
+        auto const eol = data.find("\r\n", pos);
+        if (eol == std::string_view::npos) return data.size() - pos > 1024 ? -1 : 0;
+        std::string_view size_text = data.substr(pos, eol - pos);
+        if (auto const semi = size_text.find(';'); semi != std::string_view::npos) size_text = size_text.substr(0, semi);
+        size_text = trim(size_text);
+        unsigned long long n = 0;
+        auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), n, 16);
+        if (ec != std::errc{} || p != size_text.data() + size_text.size()) return -1;
+        pos = eol + 2;
+        if (n == 0) {
+            // Trailers (none expected) end with an empty line.
+            for (;;) {
+                auto const t = data.find("\r\n", pos);
+                if (t == std::string_view::npos) return 0;
+                bool const empty = t == pos;
+                pos = t + 2;
+                if (empty) return static_cast<long long>(pos);
+            }
+        }
+        if (data.size() < pos + n + 2) return 0;
+        pos += n + 2;
+    }
+}
+
+}  // namespace wsig::bench::detail
