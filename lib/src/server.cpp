@@ -778,13 +778,14 @@ int run_server(server_options options) {
     lis.start();
     auto url = url_for(*local, tls.has_value());
 
-    std::fwrite(url.data(), 1, url.size(), stdout);
-    std::fputc('\n', stdout);
-    std::fflush(stdout);
+    // The ready file first: whoever reads the stdout line may look for the file at once.
     if (!o.ready_file.empty() && !write_ready_file(o.ready_file, url)) {
         st.log.log(severity::error, fmt::format("cannot write the ready file '{}'", o.ready_file));
         return to_int(exit_code::config);
     }
+    std::fwrite(url.data(), 1, url.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
     st.log.log(severity::info, fmt::format("listening on {} ({} thread{}){}", url, threads, threads == 1 ? "" : "s",
                                            o.demo ? fmt::format("; demo: open {}/", url) : ""));
 

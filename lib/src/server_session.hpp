@@ -399,6 +399,8 @@ private:
     void do_close(std::uint16_t code, std::string reason) {
         if (close_requested_ || finished_) return;
         close_requested_ = true;
+        // A closing connection is no longer addressable (and no longer listed).
+        if (kind_ != session_kind::echo) st_.reg.remove(*this);
         close_code_ = code;
         close_reason_ = std::move(reason);
         if (open_) start_close();

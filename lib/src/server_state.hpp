@@ -104,11 +104,12 @@ bool wants_upgrade(request const& req);
 // The 101 decorator's headers, X-Pode-Signal-* in Pode's order.
 template <class Res>
 void add_signal_headers_to(Res& res, connection_info const& info) {
+    if (!info.name.empty()) {  // echo sockets are not signal connections
+        res.set("X-Pode-Signal-Client-Id", info.client_id);
+        res.set("X-Pode-Signal-Name", info.name);
+        if (!info.group.empty()) res.set("X-Pode-Signal-Group", info.group);
+    }
     res.set(http::field::server, "wsig");
-    if (info.name.empty()) return;  // echo sockets are not signal connections
-    res.set("X-Pode-Signal-Client-Id", info.client_id);
-    res.set("X-Pode-Signal-Name", info.name);
-    if (!info.group.empty()) res.set("X-Pode-Signal-Group", info.group);
 }
 
 // Every HTTP request that is not an upgrade.
