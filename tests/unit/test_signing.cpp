@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <fstream>
 #include <string>
 
@@ -119,7 +121,11 @@ TEST_CASE("signing: strict mode keys on secret;UserAgent;IP, IPv6 included") {
 }
 
 TEST_CASE("signing: a secret file loses one trailing newline, not more") {
-    auto path = std::string(std::tmpnam(nullptr));
+    char name[] = "/tmp/wsig-secret-XXXXXX";
+    int fd = ::mkstemp(name);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    std::string path = name;
     auto write = [&](std::string const& text) { std::ofstream(path, std::ios::binary) << text; };
     write("s3cr3t\n");
     CHECK(wsig::read_secret_file(path).value() == "s3cr3t");
