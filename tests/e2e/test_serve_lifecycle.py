@@ -53,12 +53,25 @@ def test_a_signal_closes_every_client_with_1001_and_exits_0(serve, sig):
         assert p.expect_close()[0] == 1001
     for w in raws:
         assert w.expect_close()[0] == 1001  # and it answers the close
+        w.expect_eof()
+        w.sock.close()
     assert s.proc.wait(timeout=10) == 0
     assert time.monotonic() - start < 5 + 1, "exceeded the default 5s shutdown timeout"
 
 
+def test_a_signal_right_after_the_url_line_exits_0_promptly(serve):
+    # the URL line says "ready": a signal that follows it at once must be a graceful stop too
+    for _ in range(5):
+        s = serve(*ROUTES)
+        start = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=10) == 0
+        assert time.monotonic() - start < 2
+
+
 def test_without_clients_a_signal_exits_0_promptly(serve):
     s = serve(*ROUTES)
+    assert healthy(s.port)
     start = time.monotonic()
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=10) == 0

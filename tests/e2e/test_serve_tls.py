@@ -95,7 +95,7 @@ def test_plain_http_or_a_bad_handshake_on_the_tls_port_leaves_the_server_alive(s
     except (EOFError, OSError, TimeoutError):
         pass  # refusing plain text is fine; surviving it is what counts
     try:
-        raw_http(s.port, b"\x16\x03\x01\x00\x05junk", timeout=5)
+        raw_http(s.port, b"\x16\x03\x01\x00\x04junk", timeout=5)  # a whole TLS record, not a handshake
     except (EOFError, OSError, TimeoutError):
         pass
     assert healthy(s.port, tls=ctx)
