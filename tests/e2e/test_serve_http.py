@@ -3,6 +3,8 @@ Pode's order and casing (pode-wire.md section 1), the push API POST /signal (req
 mechanism and broadcast), the admin API /signal/connections, /healthz, /metrics, and the guards
 --api-key-file, --max-connections and --allow-origin."""
 import re
+import socket
+import time
 
 import pytest
 
@@ -421,3 +423,77 @@ def test_allow_origin_refuses_other_origins_with_403(serve):
 def test_without_allow_origin_every_origin_is_accepted(serve):
     s = serve(*ROUTES)
     RawWS.open(s.port, "/chat", headers={"Origin": "https://anything.example"}).close()
+
+
+# --- more of the push API and the handshake ------------------------------------------------
+
+def test_push_without_any_signal_header_is_400(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    r = push(s.port, "to whom?")
+    assert r.status == 400, r
+    assert sync_self(a) == []
+    a.close()
+
+
+def test_group_header_is_a_comma_separated_list(serve):
+    s = serve(*ROUTES)
+    red = RawWS.open(s.port, "/chat?group=Red")
+    green = RawWS.open(s.port, "/chat?group=Green")
+    blue = RawWS.open(s.port, "/chat?group=Blue")
+    r = push(s.port, "red or green", name="Chat", group="Red,Green")
+    assert r.json() == {"delivered": 2}, r
+    assert red.recv() == "red or green"
+    assert green.recv() == "red or green"
+    assert sync_self(blue) == []
+    r = push(s.port, "one of them", client_id=blue.client_id, name="Chat", group="Nope,Blue")
+    assert r.json() == {"delivered": 1}, r
+    assert blue.recv() == "one of them"
+    for w in (red, green, blue):
+        w.close()
+
+
+def test_a_pushed_message_is_one_text_frame_even_when_large(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    body = "L" * 300_000
+    assert push(s.port, body, client_id=a.client_id, name="Chat").json() == {"delivered": 1}
+    f = a.recv_frame()
+    assert (f.opcode, f.fin, len(f.payload)) == (0x1, True, len(body))
+    a.close()
+
+
+def test_a_browser_style_connection_header_upgrades(serve):
+    # Firefox sends "Connection: keep-alive, Upgrade"; header tokens are case-insensitive
+    s = serve(*ROUTES)
+    ws = RawWS(s.port, "/chat", omit=("Connection", "Upgrade"),
+               headers={"Connection": "keep-alive, Upgrade", "Upgrade": "WebSocket"})
+    assert ws.handshake.status == 101, ws.handshake.raw
+    ws.sock.close()
+
+
+def test_keep_alive_and_pipelined_requests_are_all_answered(serve):
+    s = serve(*ROUTES)
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        data = b""
+        deadline = time.monotonic() + 10
+        while data.count(b"HTTP/1.1 200") < 3 and time.monotonic() < deadline:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.count(b"HTTP/1.1 200") == 3, data
+    finally:
+        c.close()
+
+
+def test_the_connection_is_addressable_as_soon_as_the_101_arrives(serve):
+    s = serve(*ROUTES)
+    for _ in range(20):
+        a = RawWS.open(s.port, "/chat")
+        r = push(s.port, "now", client_id=a.client_id, name="Chat")
+        assert r.json() == {"delivered": 1}, r
+        assert a.recv() == "now"
+        a.close()

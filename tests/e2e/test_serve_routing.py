@@ -7,6 +7,7 @@ re-sent, field-name case, bad envelopes, broadcast levels, ?group= / ?clientId=,
 to that peer, and the marker must be the next thing it receives (one sender's order is kept)."""
 import json
 import socket
+import threading
 
 import pytest
 
@@ -414,3 +415,38 @@ def test_echo_path_echoes_text_binary_and_fragmented_frames_verbatim(serve):
     e.send_raw(frame(OP_TEXT, b"", fin=True))
     assert e.recv_message() == (OP_TEXT, b"")
     e.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_concurrent_senders_each_keep_their_order(serve, threads):
+    s = serve(*ROUTES, "--threads", threads)
+    receivers = [RawWS.open(s.port, "/news") for _ in range(3)]
+    senders = [RawWS.open(s.port, "/chat") for _ in range(4)]
+    n = 150
+    done = []
+
+    def send(k, w):
+        for i in range(n):
+            w.send_env(f"{k}:{i}", path="News")
+        done.append(k)
+
+    threads_ = [threading.Thread(target=send, args=(k, w)) for k, w in enumerate(senders)]
+    for t in threads_:
+        t.start()
+    for r in receivers:
+        got = [r.recv() for _ in range(n * len(senders))]
+        for k in range(len(senders)):
+            assert [m for m in got if m.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(n)], k
+    for t in threads_:
+        t.join(10)
+    assert sorted(done) == list(range(len(senders)))
+    for w in receivers + senders:
+        w.close()
+
+
+def test_a_routed_message_is_one_text_frame_even_when_large(net):
+    a, b = net["a"], net["b"]
+    big = "B" * 100_000
+    a.send_env(big, path="Chat", clientId=b.client_id)
+    f = b.recv_frame()
+    assert (f.opcode, f.fin, f.payload) == (OP_TEXT, True, big.encode())
