@@ -164,9 +164,10 @@ def test_2_ping_is_answered_by_a_masked_pong(lst, payload):
     close_normally(lst)
 
 
-def test_2_ping_of_126_bytes_fails_with_1002(lst):
-    """Autobahn 2.5."""
-    lst.conn.send_frame(OP_PING, b"x" * 126)
+@pytest.mark.parametrize("opcode", [OP_PING, OP_PONG], ids=["ping", "pong"])
+def test_2_control_frame_of_126_bytes_fails_with_1002(lst, opcode):
+    """Autobahn 2.5: control frames carry at most 125 bytes (RFC 6455 5.5)."""
+    lst.conn.send_frame(opcode, b"x" * 126)
     assert_client_failed(lst, 1002)
 
 
@@ -234,6 +235,22 @@ def test_5_ping_between_fragments_is_answered_first(lst):
     assert_echo(c, OP_PONG, b"between")
     c.send_frame(OP_CONT, b"fragment2", fin=True)
     assert_echo(c, OP_TEXT, b"fragment1fragment2")
+    close_normally(lst)
+
+
+def test_5_pings_between_64_fragments_are_all_answered_before_the_message(lst):
+    """Autobahn 5.19/5.20 at scale: 1 MiB in 64 fragments, a ping after each of the first 63."""
+    c = lst.conn
+    payload = os.urandom(MiB)
+    data = b""
+    for i, (op, chunk, fin) in enumerate(fragments(OP_BINARY, payload, MiB // 64)):
+        data += c.frame(op, chunk, fin=fin)
+        if not fin:
+            data += c.frame(OP_PING, b"ping %d" % i)
+    c.send(data)
+    for i in range(63):
+        assert_echo(c, OP_PONG, b"ping %d" % i)
+    assert_echo(c, OP_BINARY, payload)
     close_normally(lst)
 
 
@@ -375,6 +392,17 @@ def test_7_close_reason_with_invalid_utf8_fails(lst):
     assert got in (1002, 1007), got
     lst.conn.close()
     assert lst.wait() == EXIT_PROTOCOL, lst.stderr()
+
+
+def test_7_big_message_then_close_is_echoed_then_closed(lst):
+    """Autobahn 7.1.6: a 256 KiB message and a close in one go: the echo, then the close."""
+    c = lst.conn
+    payload = b"BAsd7&jh23" * 25600
+    c.send(c.frame(OP_TEXT, payload) + c.frame(OP_CLOSE, close_payload(1000)))
+    assert_echo(c, OP_TEXT, payload)
+    assert expect_client_close(c)[0] == 1000
+    c.close()
+    assert lst.wait() == EXIT_OK, lst.stderr()
 
 
 def test_7_nothing_is_echoed_after_the_close(lst):

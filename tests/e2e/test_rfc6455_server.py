@@ -118,9 +118,10 @@ def test_2_ping_is_answered_by_pong_with_the_same_payload(ws, payload):
     clean_close(ws)
 
 
-def test_2_ping_of_126_bytes_fails_with_1002(ws):
+@pytest.mark.parametrize("opcode", [OP_PING, OP_PONG], ids=["ping", "pong"])
+def test_2_control_frame_of_126_bytes_fails_with_1002(ws, opcode):
     """Autobahn 2.5: control frames carry at most 125 bytes (RFC 6455 5.5)."""
-    ws.send_frame(OP_PING, b"x" * 126)
+    ws.send_frame(opcode, b"x" * 126)
     assert_failed(ws, 1002)
 
 
@@ -154,6 +155,22 @@ def test_2_ping_then_close_gets_pong_then_close(ws):
     code, _, before = ws.expect_close()
     assert (before, code) == ([], 1000)
     assert ws.wait_eof() == []
+
+
+def test_2_pings_interleaved_with_messages_lose_nothing(ws):
+    """200 (message, ping) pairs in one segment: 200 echoes in order and 200 pongs in order, each
+    pong after the echo of the message before its ping (the server writes data frames on its own
+    path beside Beast's control frames: neither may overtake the other)."""
+    msgs = [f"message {i}".encode() for i in range(200)]
+    ws.send(b"".join(ws.frame(OP_TEXT, m) + ws.frame(OP_PING, b"p%d" % i) for i, m in enumerate(msgs)))
+    got = [ws.recv_frame() for _ in range(400)]
+    assert all(f.fin and f.rsv == 0 and not f.masked for f in got)
+    assert [f.payload for f in got if f.opcode == OP_TEXT] == msgs
+    assert [f.payload for f in got if f.opcode == OP_PONG] == [b"p%d" % i for i in range(200)]
+    order = [(f.opcode, f.payload) for f in got]
+    for i, m in enumerate(msgs):
+        assert order.index((OP_TEXT, m)) < order.index((OP_PONG, b"p%d" % i))
+    clean_close(ws)
 
 
 # ============================================================================ 3 reserved bits
@@ -235,6 +252,24 @@ def test_5_ping_between_fragments_is_answered_first(ws, slow):
         assert_echo(ws, OP_PONG, b"between")
     assert_echo(ws, OP_TEXT, b"fragment1fragment2")
     clean_close(ws)
+
+
+def test_5_pings_between_64_fragments_are_all_answered_before_the_message(echo):
+    """Autobahn 5.19/5.20 at scale: a 1 MiB binary message in 64 fragments with a ping after each
+    of the first 63; 63 pongs in order, then the whole message."""
+    c = echo("--max-message-size", "2MiB")()
+    payload = os.urandom(MiB)
+    parts = fragments(OP_BINARY, payload, MiB // 64)
+    data = b""
+    for i, (op, chunk, fin) in enumerate(parts):
+        data += c.frame(op, chunk, fin=fin)
+        if not fin:
+            data += c.frame(OP_PING, b"ping %d" % i)
+    c.send(data)
+    for i in range(63):
+        assert_echo(c, OP_PONG, b"ping %d" % i)
+    assert_echo(c, OP_BINARY, payload)
+    clean_close(c)
 
 
 @pytest.mark.parametrize("fin", [True, False], ids=["fin", "nofin"])
