@@ -321,6 +321,14 @@ def test_6_fail_fast_on_the_first_fragment(lst):
     assert_client_failed(lst, 1007)
 
 
+def test_6_fail_fast_inside_a_partly_delivered_frame(lst):
+    """Autobahn 6.4.3: a frame announcing 1000 bytes delivers an invalid sequence in its first
+    bytes and stalls; 1007 without the rest of the frame."""
+    data = lst.conn.frame(OP_TEXT, b"\xce\xba\xe1\xbd\xb9\xf4\x90\x80\x80" + b"a" * 991)
+    lst.conn.send(data[:4 + 20])  # 2+2 header bytes (unmasked), 20 payload bytes
+    assert_client_failed(lst, 1007)
+
+
 # ============================================================================ 7 close handling
 
 @pytest.mark.parametrize("code", [1000, 1001])
@@ -417,6 +425,14 @@ def test_7_nothing_is_echoed_after_the_close(lst):
 
 
 # ============================================================================ 9 limits and performance
+
+def test_9_1mib_delivered_in_4096_byte_chops(lst):
+    """Autobahn 9.5.x/9.6.x for the client."""
+    payload = os.urandom(MiB)
+    lst.conn.send_slowly(lst.conn.frame(OP_BINARY, payload), step=4096)
+    assert_echo(lst.conn, OP_BINARY, payload)
+    close_normally(lst)
+
 
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
 def test_9_1000_small_messages_in_one_segment_are_all_echoed_in_order(lst, opcode):

@@ -314,14 +314,22 @@ def test_5_4mib_in_4096_fragments_passes_with_8mib_limit(echo):
     clean_close(c)
 
 
+def send_until_refused(c, data):
+    """Sends data; the server may close while we are still sending (it refused the message)."""
+    try:
+        c.send(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 def test_5_4mib_in_4096_fragments_at_the_default_limit_is_1009(ws):
     """The default --max-message-size is 1MiB (SPEC.md 3): the same 4 MiB fragmented message is
-    refused with 1009 once the fragments pass 1 MiB, nothing echoed."""
+    refused with 1009 once its fragments pass 1 MiB, before it is complete (the final fragment
+    is never sent), nothing echoed."""
     payload = os.urandom(4 * MiB)
-    try:
-        _many_fragments(ws, OP_BINARY, payload, 1024)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the server may stop reading and close while we are still sending
+    frames = [ws.frame(op, chunk, fin=fin) for op, chunk, fin in fragments(OP_BINARY, payload, 1024)]
+    assert len(frames) == 4096
+    send_until_refused(ws, b"".join(frames[:-1]))
     got, _, before = ws.expect_close(10)
     assert before == [] and got == 1009
 
@@ -517,6 +525,14 @@ def test_9_4mib_binary_with_raised_limit(echo):
     clean_close(c)
 
 
+def test_9_1mib_delivered_in_4096_byte_chops(ws):
+    """Autobahn 9.5.x/9.6.x: a 1 MiB frame arriving in 256 separate segments."""
+    payload = os.urandom(MiB)
+    ws.send_slowly(ws.frame(OP_BINARY, payload), step=4096)
+    assert_echo(ws, OP_BINARY, payload)
+    clean_close(ws)
+
+
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY], ids=["text", "binary"])
 def test_9_1000_small_messages_in_one_segment_are_all_echoed_in_order(ws, opcode):
     """Autobahn 9.7.x/9.8.x: many messages back to back; none lost, none reordered."""
@@ -528,7 +544,7 @@ def test_9_1000_small_messages_in_one_segment_are_all_echoed_in_order(ws, opcode
 
 
 def test_9_one_byte_over_the_limit_is_1009(ws):
-    ws.send_frame(OP_BINARY, b"\x01" * (MiB + 1))
+    send_until_refused(ws, ws.frame(OP_BINARY, b"\x01" * (MiB + 1)))
     got, _, before = ws.expect_close()
     assert before == [] and got == 1009
 
@@ -549,6 +565,14 @@ def test_9_oversized_fragmented_message_is_1009(echo):
 
 
 # ============================================================================ 10 misc
+
+def test_10_64k_auto_fragmented_in_1300_byte_frames(ws):
+    """Autobahn 10.1.1: 65536 bytes of text in fragments of 1300."""
+    payload = b"*" * 65536
+    _many_fragments(ws, OP_TEXT, payload, 1300)
+    assert_echo(ws, OP_TEXT, payload)
+    clean_close(ws)
+
 
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_PING], ids=["text", "ping"])
 def test_10_unmasked_client_frame_fails_with_1002(ws, opcode):
