@@ -101,13 +101,24 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
 // True when the request asks for a WebSocket (an Upgrade: websocket or a Sec-WebSocket-Key).
 bool wants_upgrade(request const& req);
 
-// The 101 decorator's headers, X-Pode-Signal-* in Pode's order.
+// The 101 decorator: rewrites the header block in Pode's order and casing (Upgrade, Connection,
+// Sec-WebSocket-Accept, X-Pode-Signal-Client-Id, -Name, -Group when set), then Server.
 template <class Res>
 void add_signal_headers_to(Res& res, connection_info const& info) {
-    if (!info.name.empty()) {  // echo sockets are not signal connections
-        res.set("X-Pode-Signal-Client-Id", info.client_id);
-        res.set("X-Pode-Signal-Name", info.name);
-        if (!info.group.empty()) res.set("X-Pode-Signal-Group", info.group);
+    if (res.result() == http::status::switching_protocols) {
+        std::string accept(res[http::field::sec_websocket_accept]);
+        res.erase(http::field::upgrade);
+        res.erase(http::field::connection);
+        res.erase(http::field::sec_websocket_accept);
+        res.erase(http::field::server);
+        res.set(http::field::upgrade, "websocket");
+        res.set(http::field::connection, "Upgrade");
+        res.set(http::field::sec_websocket_accept, accept);
+        if (!info.name.empty()) {  // echo sockets are not signal connections
+            res.set("X-Pode-Signal-Client-Id", info.client_id);
+            res.set("X-Pode-Signal-Name", info.name);
+            if (!info.group.empty()) res.set("X-Pode-Signal-Group", info.group);
+        }
     }
     res.set(http::field::server, "wsig");
 }
