@@ -3,7 +3,7 @@
 Written from RFC 6455 alone, not from wsig: every frame is built byte by byte so a test can send
 what a well-behaved library refuses to (reserved bits, reserved opcodes, oversized or fragmented
 control frames, unmasked client frames, masked server frames, bad UTF-8, bad close codes), and
-every frame read back is returned as it was on the wire (fin, rsv, opcode, payload, masked).
+every frame read back is returned as it was on the wire (fin, rsv, opcode, payload, masked, key).
 
 - RawClient: connects to a server, sends the upgrade, checks the 101 and Sec-WebSocket-Accept;
   its frames are masked with a fresh random key unless told otherwise.
@@ -27,7 +27,7 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RSV1, RSV2, RSV3 = 0x4, 0x2, 0x1  # as the 3-bit value returned in Frame.rsv
 
-Frame = collections.namedtuple("Frame", "fin rsv opcode payload masked")
+Frame = collections.namedtuple("Frame", "fin rsv opcode payload masked mask_key")
 
 
 class ConnectionEnded(Exception):
@@ -149,7 +149,7 @@ class Conn:
             self._fill(deadline)
 
     def recv_frame(self, timeout=DEADLINE):
-        """The next frame as Frame(fin, rsv, opcode, payload unmasked, masked)."""
+        """The next frame as Frame(fin, rsv, opcode, payload unmasked, masked, mask_key or b'')."""
         deadline = time.monotonic() + timeout
         self._need(2, deadline)
         b0, b1 = self.buf[0], self.buf[1]
@@ -174,7 +174,7 @@ class Conn:
         del self.buf[:pos + n]
         if masked:
             payload = apply_mask(payload, key)
-        return Frame(bool(b0 & 0x80), (b0 >> 4) & 0x7, b0 & 0xF, payload, masked)
+        return Frame(bool(b0 & 0x80), (b0 >> 4) & 0x7, b0 & 0xF, payload, masked, key)
 
     def recv_message(self, timeout=DEADLINE):
         """(opcode, payload) of the next data message, its fragments joined; control frames on

@@ -464,3 +464,22 @@ def test_10_masked_frame_from_the_server_fails_with_1002(lst, opcode):
     payload = close_payload(1000) if opcode == OP_CLOSE else b"masked by the server"
     lst.conn.send_frame(opcode, payload, mask=True)
     assert_client_failed(lst, 1002)
+
+
+@pytest.mark.xfail(strict=True, reason="wsig bug (Boost.Beast 1.81's chacha PRNG, beast/core/detail/chacha.hpp: "
+                   "the block counter is ctr_/16 but ctr_ counts blocks, so 16 blocks in a row are the same): "
+                   "the masking keys of wsig listen repeat with a period of 16 frames")
+def test_10_mask_keys_are_fresh_per_frame(lst):
+    """RFC 6455 5.3: the client MUST pick a fresh, unpredictable masking key for each frame: 100
+    echoes carry 100 different keys (a repeat among 100 random 32-bit keys has odds of about
+    1e-6; one is tolerated), none of them the all-zero key that leaves the payload in clear."""
+    c = lst.conn
+    c.send(b"".join(c.frame(OP_BINARY, b"k%d" % i) for i in range(100)))
+    keys = []
+    for i in range(100):
+        f = c.recv_frame()
+        assert f.masked and f.payload == b"k%d" % i
+        keys.append(f.mask_key)
+    assert len(set(keys)) >= 99, f"{len(set(keys))} distinct keys in 100 frames: {[k.hex() for k in keys[:20]]}"
+    assert b"\0\0\0\0" not in keys
+    close_normally(lst)

@@ -7,13 +7,11 @@ an endpoint choose (e.g. 1002 or 1007 for a bad close reason), the Autobahn expe
 Every wait has a deadline; nothing sleeps.
 """
 import os
-import struct
-import time
 
 import pytest
 
-from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, ConnectionEnded, RawClient,
-                   close_payload, fragments)
+from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient, close_payload,
+                   fragments)
 
 MiB = 1024 * 1024
 
