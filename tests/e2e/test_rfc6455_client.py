@@ -187,6 +187,21 @@ def test_2_ten_pings_in_one_segment_get_ten_pongs_in_order(lst):
     close_normally(lst)
 
 
+def test_2_ping_and_close_during_a_big_echo_write_wait_for_the_frame(lst):
+    """An 8 MiB message, 3 pings and a close in one go, read only afterwards: echo intact, then 3
+    masked pongs in order, then the close."""
+    c = lst.conn
+    payload = os.urandom(8 * MiB)
+    c.send(c.frame(OP_BINARY, payload) + b"".join(c.frame(OP_PING, b"p%d" % i) for i in range(3))
+           + c.frame(OP_CLOSE, close_payload(1000)))
+    assert_echo(c, OP_BINARY, payload, timeout=30)
+    for i in range(3):
+        assert_echo(c, OP_PONG, b"p%d" % i)
+    assert expect_client_close(c)[0] == 1000
+    c.close()
+    assert lst.wait() == EXIT_OK, lst.stderr()
+
+
 # ============================================================================ 3 reserved bits
 
 @pytest.mark.parametrize("rsv", [4, 2, 1, 7], ids=["rsv1", "rsv2", "rsv3", "all"])

@@ -171,6 +171,22 @@ def test_2_pings_interleaved_with_messages_lose_nothing(ws):
     clean_close(ws)
 
 
+def test_2_ping_and_close_during_a_big_echo_write_wait_for_the_frame(echo):
+    """An 8 MiB message, 3 pings and a close in one go, read only afterwards: the echo is still
+    being written (socket buffers are far smaller) when the pings and the close arrive, and no
+    control frame may land inside it: echo intact, 3 pongs in order, close 1000."""
+    c = echo("--max-message-size", "16MiB")()
+    payload = os.urandom(8 * MiB)
+    c.send(c.frame(OP_BINARY, payload) + b"".join(c.frame(OP_PING, b"p%d" % i) for i in range(3))
+           + c.frame(OP_CLOSE, close_payload(1000)))
+    assert_echo(c, OP_BINARY, payload, timeout=30)
+    for i in range(3):
+        assert_echo(c, OP_PONG, b"p%d" % i)
+    code, _, before = c.expect_close()
+    assert before == [] and code == 1000
+    assert c.wait_eof() == []
+
+
 # ============================================================================ 3 reserved bits
 
 @pytest.mark.parametrize("rsv", range(1, 8))
