@@ -4,6 +4,7 @@
 
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/http/field.hpp>
+#include <boost/regex.hpp>
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <set>
 #include <unistd.h>
@@ -157,6 +159,23 @@ std::string base64_encode(std::string_view data) {
                                   reinterpret_cast<unsigned char const*>(data.data()), static_cast<int>(data.size()));
     out.resize(static_cast<std::size_t>(n));
     return out;
+}
+
+result<message_matcher> make_matcher(std::string const& pattern) {
+    std::shared_ptr<boost::regex const> re;
+    try {
+        re = std::make_shared<boost::regex const>(pattern, boost::regex::ECMAScript);
+    } catch (std::exception const& e) {
+        return make_error(errc::invalid_argument, e.what());
+    }
+    return message_matcher([re](std::string_view text) {
+        try {
+            return boost::regex_search(text.begin(), text.end(), *re);
+        } catch (std::exception const& e) {  // boost's bound on backtracking: say so, do not crash
+            std::fprintf(stderr, "wsig: warning: --until gave up on a %zu-byte message: %s\n", text.size(), e.what());
+            return false;
+        }
+    });
 }
 
 bool set_sni(SSL* ssl, std::string const& host) {

@@ -30,6 +30,12 @@ std::string base64_encode(std::string_view data);
 // SNI for a TLS client (SSL_set_tlsext_host_name is a macro with a C cast).
 bool set_sni(SSL* ssl, std::string const& host);
 
+// --until: an ECMAScript regex searched in each message. Boost.Regex, not std::regex: libstdc++'s
+// matcher recurses per character and overflows the stack on a 1 MB message with `a.*b`; Boost's is
+// iterative and bounded (a search too complex to finish counts as no match, with a warning).
+using message_matcher = std::function<bool(std::string_view)>;
+result<message_matcher> make_matcher(std::string const& pattern);
+
 // The User-Agent of both clients.
 std::string user_agent();
 

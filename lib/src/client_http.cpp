@@ -4,6 +4,7 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 #include <openssl/ssl.h>
 
+#include <csignal>
 #include <type_traits>
 
 namespace wsig::detail {
@@ -190,10 +192,20 @@ client_result run_http_send(send_options const& opts, url_parts const& url) {
             abort();
         });
     }
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    int interrupted = 0;
+    signals.async_wait([&](error_code ec, int sig) {
+        if (ec) return;
+        interrupted = sig;
+        abort();
+    });
     // The timer is the only thing left once the call is done: stop rather than wait for it.
     while (!outcome.response && outcome.message.empty() && ioc.run_one() > 0) {
     }
     abort = nullptr;
+    if (interrupted)
+        return {interrupted == SIGINT ? exit_code::sigint : exit_code::sigterm,
+                interrupted == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM"};
     if (timed_out) return {exit_code::timeout, fmt::format("--timeout {} ms expired", opts.timeout.count())};
     if (!outcome.response) return {outcome.code, outcome.message};
 

@@ -26,7 +26,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <regex>
 #include <thread>
 #include <type_traits>
 #include <unistd.h>
@@ -426,11 +425,9 @@ public:
         if (url_.scheme != "ws" && url_.scheme != "wss")
             return {exit_code::usage, fmt::format("listen needs a ws:// or wss:// URL, not '{}'", opts_.url)};
         if (opts_.until) {
-            try {
-                until_.emplace(*opts_.until, std::regex::ECMAScript);
-            } catch (std::regex_error const& e) {
-                return {exit_code::usage, fmt::format("--until '{}': {}", *opts_.until, e.what())};
-            }
+            auto m = make_matcher(*opts_.until);
+            if (!m) return {exit_code::usage, fmt::format("--until '{}': {}", *opts_.until, m.error().message)};
+            until_ = std::move(*m);
         }
         if (url_.tls) {
             auto ctx = make_tls_context(opts_.tls);
@@ -572,7 +569,7 @@ private:
     void on_message(std::string&& data, bool binary) {
         if (finishing_) return;
         ++received_;
-        bool const matched = until_ && std::regex_search(data, *until_);
+        bool const matched = until_ && until_(data);
         if (opts_.output == output_format::text) {
             std::string line;
             line.reserve(data.size() + 1);
@@ -710,7 +707,7 @@ private:
     asio::steady_timer retry_;     // --reconnect back-off
     url_parts url_;
     std::shared_ptr<asio::ssl::context> tls_ctx_;
-    std::optional<std::regex> until_;
+    message_matcher until_;
     std::vector<std::string> initial_;  // --send payloads, ready to go
     std::deque<std::string> pending_;   // stdin lines waiting for a connection
     std::shared_ptr<stdin_reader> stdin_;
@@ -750,7 +747,9 @@ client_result run_ws_send(send_options const& opts, url_parts const& url) {
     client_result result{exit_code::unavailable, "the connection ended early"};
     std::shared_ptr<ws_connection> conn;
     asio::steady_timer timer(ioc);
+    asio::signal_set signals(ioc, SIGINT, SIGTERM);
     bool timed_out = false;
+    int interrupted = 0;
     ws_events ev{
         .on_open = [&](handshake_info const&) {
             conn->send(env, false);
@@ -760,7 +759,10 @@ client_result run_ws_send(send_options const& opts, url_parts const& url) {
         .on_end = [&](conn_end const& e) {
             timer.cancel();
             ioc.stop();  // the stream's own handshake timer may still be pending
-            if (timed_out) {
+            if (interrupted) {
+                result = {interrupted == SIGINT ? exit_code::sigint : exit_code::sigterm,
+                          interrupted == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM"};
+            } else if (timed_out) {
                 result = {exit_code::timeout, fmt::format("--timeout {} ms expired", opts.timeout.count())};
             } else if (e.close_frame && !e.server_closed) {
                 result = {exit_code::ok, ""};
@@ -789,6 +791,11 @@ client_result run_ws_send(send_options const& opts, url_parts const& url) {
             conn->abort();
         });
     }
+    signals.async_wait([&](error_code ec, int sig) {
+        if (ec) return;
+        interrupted = sig;
+        conn->abort();
+    });
     conn->start();
     ioc.run();
     conn.reset();

@@ -188,6 +188,17 @@ def test_until_prints_the_matching_message_and_exits_0(peers):
     assert p.wait_closed()[0] == 1000
 
 
+def test_until_with_backtracking_on_a_1_mb_message_does_not_crash(peers):
+    big = "a" * 1_000_000 + "END"
+    async def script(ws, peer):
+        await ws.send(big)
+        await peer.drain(ws)
+    p = peers(WsPeer, script)
+    r = listen(p.url, "--until", "a.*END", timeout=30)
+    assert r.returncode == 0, r.stderr[-300:]
+    assert r.stdout == big.encode() + b"\n"
+
+
 def test_close_before_until_matched_exits_1(peers):
     p = peers(WsPeer, sends_then_closes("nope"))
     r = listen(p.url, "--until", "^yes$")

@@ -4,6 +4,7 @@ envelope over ws:// against Python's websockets, status -> exit code, and the CI
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -246,3 +247,23 @@ def test_ci_story_serve_listen_send(serve, tmp_path):
         if listener.poll() is None:
             listener.kill()
             listener.wait()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_while_waiting_for_the_answer(sig, code):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)
+    try:
+        proc = subprocess.Popen([WSIG, "send", f"http://127.0.0.1:{s.getsockname()[1]}/signal", "x"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        conn, _ = s.accept()  # the event: wsig is connected and waiting for the answer
+        conn.settimeout(DEADLINE)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        proc.send_signal(sig)
+        assert proc.wait(DEADLINE) == code
+        conn.close()
+    finally:
+        s.close()
