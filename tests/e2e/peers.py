@@ -6,7 +6,10 @@ import asyncio
 import http.server
 import json
 import queue
+import os
 import socket
+import ssl
+import subprocess
 import threading
 
 import websockets
@@ -23,8 +26,9 @@ class WsPeer:
     reason the client sent. `peer.wait_closed()` waits for the end of a connection.
     """
 
-    def __init__(self, script, response_headers=None, process_request=None, max_size=2 ** 26):
+    def __init__(self, script, response_headers=None, process_request=None, max_size=2 ** 26, ssl_context=None):
         self.script = script
+        self.ssl_context = ssl_context
         self.response_headers = response_headers or {}
         self.process_request = process_request
         self.max_size = max_size
@@ -43,7 +47,7 @@ class WsPeer:
 
     @property
     def url(self):
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://127.0.0.1:{self.port}"
 
     def _run(self):
         asyncio.set_event_loop(self._loop)
@@ -54,6 +58,8 @@ class WsPeer:
         kwargs = dict(max_size=self.max_size, extra_headers=self.response_headers)
         if self.process_request:
             kwargs["process_request"] = self.process_request
+        if self.ssl_context:
+            kwargs["ssl"] = self.ssl_context
         async with websockets.server.serve(self._handler, "127.0.0.1", 0, **kwargs) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
@@ -99,7 +105,7 @@ class HttpPeer:
     """An http.server answering every POST with (status, body) from `answer(path, headers, body)`;
     records (path, headers, body) of each request."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, ssl_context=None):
         self.requests = []
         peer = self
 
@@ -123,8 +129,10 @@ class HttpPeer:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if ssl_context:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -171,6 +179,22 @@ class RawHttpPeer:
 
     def stop(self):
         self.sock.close()
+
+
+def make_cert(directory):
+    """A self-signed certificate for 127.0.0.1 and localhost (openssl command line); (cert, key) paths."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=DEADLINE)
+    return cert, key
+
+
+def server_tls_context(cert, key):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def free_port():

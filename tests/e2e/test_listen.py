@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import DEADLINE, WSIG, run_wsig
-from peers import HttpPeer, RawHttpPeer, WsPeer, free_port, jsonl
+from peers import HttpPeer, RawHttpPeer, WsPeer, free_port, jsonl, make_cert, server_tls_context
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 POD_HEADERS = {"X-Pode-Signal-Client-Id": "0f0e0d0c-1111-2222-3333-444455556666",
@@ -474,3 +474,38 @@ def test_usage_errors_exit_2(args):
 def test_bad_cacert_exits_78():
     r = listen("wss://127.0.0.1:1/", "--cacert", "/nonexistent/ca.pem")
     assert r.returncode == 78
+
+
+# ---------------------------------------------------------------------------------------- TLS
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    return make_cert(str(tmp_path_factory.mktemp("tls")))
+
+
+def test_wss_with_cacert_verifies_and_receives(peers, cert):
+    p = peers(WsPeer, sends_then_closes("secure hello"), ssl_context=server_tls_context(*cert))
+    r = listen(p.url + "/ws", "--cacert", cert[0])
+    assert (r.returncode, r.stdout) == (0, b"secure hello\n"), r.stderr
+    port = p.url.rsplit(":", 1)[1]
+    r = listen(f"wss://localhost:{port}/ws", "--cacert", cert[0])
+    assert (r.returncode, r.stdout) == (0, b"secure hello\n"), r.stderr
+
+
+def test_wss_untrusted_certificate_exits_76(peers, cert):
+    p = peers(WsPeer, sends_then_closes("never"), ssl_context=server_tls_context(*cert))
+    r = listen(p.url)
+    assert r.returncode == 76, r.stderr
+    assert b"TLS" in r.stderr and r.stdout == b""
+
+
+def test_wss_insecure_accepts_any_certificate(peers, cert):
+    p = peers(WsPeer, sends_then_closes("ok"), ssl_context=server_tls_context(*cert))
+    r = listen(p.url, "--insecure")
+    assert (r.returncode, r.stdout) == (0, b"ok\n"), r.stderr
+
+
+def test_wss_to_a_plain_server_is_a_tls_failure_76(peers):
+    p = peers(WsPeer, sends_then_closes("x"))
+    r = listen(p.url.replace("ws://", "wss://"), "--insecure")
+    assert r.returncode == 76, r.stderr

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import DEADLINE, WSIG, read_line, run_wsig
-from peers import HttpPeer, WsPeer, free_port
+from peers import HttpPeer, WsPeer, free_port, make_cert, server_tls_context
 
 
 @pytest.fixture
@@ -267,3 +267,33 @@ def test_signal_while_waiting_for_the_answer(sig, code):
         conn.close()
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------------------------------- TLS
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    return make_cert(str(tmp_path_factory.mktemp("tls")))
+
+
+def test_https_push_with_cacert(peers, cert):
+    p = peers(HttpPeer, answering(200, '{"delivered":1}'), ssl_context=server_tls_context(*cert))
+    r = send(p.url + "/signal", "over tls", "--name", "Chat", "--cacert", cert[0])
+    assert (r.returncode, r.stdout) == (0, b'{"delivered":1}\n'), r.stderr
+    assert p.requests[0][2] == b"over tls"
+
+
+def test_https_untrusted_exits_76_and_insecure_passes(peers, cert):
+    p = peers(HttpPeer, answering(200, '{"delivered":1}'), ssl_context=server_tls_context(*cert))
+    r = send(p.url + "/signal", "x", "--name", "Chat")
+    assert r.returncode == 76, r.stderr
+    r = send(p.url + "/signal", "x", "--name", "Chat", "--insecure")
+    assert r.returncode == 0, r.stderr
+
+
+def test_wss_envelope_with_cacert(peers, cert):
+    p = peers(WsPeer, receive_one([]), ssl_context=server_tls_context(*cert))
+    r = send(p.url + "/ws", "hi", "--path", "Chat", "--cacert", cert[0])
+    assert r.returncode == 0, r.stderr
+    assert p.received == ['{"message":"hi","path":"Chat"}']
+    assert p.wait_closed() == (1000, "")
