@@ -3,6 +3,7 @@ server, raw sockets): output bytes, JSONL events, exit codes, --send/--stdin env
 
 Every wait is on an event (a line, a file, a message at the peer, a process exit) with a deadline.
 """
+import asyncio
 import base64
 import json
 import os
@@ -509,3 +510,14 @@ def test_wss_to_a_plain_server_is_a_tls_failure_76(peers):
     p = peers(WsPeer, sends_then_closes("x"))
     r = listen(p.url.replace("ws://", "wss://"), "--insecure")
     assert r.returncode == 76, r.stderr
+
+
+def test_server_ping_is_answered_with_its_payload(peers):
+    async def script(ws, peer):
+        pong = await ws.ping(b"are you there")
+        await asyncio.wait_for(pong, DEADLINE)  # resolves only on a pong carrying the same payload
+        await ws.send("pong seen")
+        await peer.drain(ws)
+    p = peers(WsPeer, script)
+    r = listen(p.url, "--count", 1)
+    assert (r.returncode, r.stdout) == (0, b"pong seen\n"), r.stderr
