@@ -471,6 +471,15 @@ def test_9_message_over_max_message_size_fails_with_1009(listen_echo, fragmented
     assert_client_failed(lst, 1009)
 
 
+def test_9_frame_length_with_the_top_bit_set_is_refused(lst):
+    """RFC 6455 5.2: a 64-bit length with its top bit set is refused from the header (1002 or 1009)."""
+    lst.conn.send(lst.conn.frame(OP_BINARY, b"12345", length_override=(1 << 63) + 5))
+    got, _ = expect_client_close(lst.conn)
+    assert got in (1002, 1009), got
+    lst.conn.close()
+    assert lst.wait() == EXIT_PROTOCOL, lst.stderr()
+
+
 # ============================================================================ 10 misc
 
 @pytest.mark.parametrize("opcode", [OP_TEXT, OP_PING, OP_CLOSE], ids=["text", "ping", "close"])

@@ -522,10 +522,14 @@ def test_7_big_message_then_close_is_echoed_then_closed(ws):
 
 # ============================================================================ 9 limits and performance
 
-def test_9_1mib_text_at_the_default_limit_is_echoed(ws):
-    """Autobahn 9.1.3 (1 MiB), exactly the default --max-message-size."""
+@pytest.mark.parametrize("fragment", [None, 1024], ids=["one-frame", "1024-fragments"])
+def test_9_1mib_text_at_the_default_limit_is_echoed(ws, fragment):
+    """Autobahn 9.1.3 (1 MiB), exactly the default --max-message-size, whole or in fragments."""
     payload = b"*" * MiB
-    ws.send_frame(OP_TEXT, payload)
+    if fragment:
+        _many_fragments(ws, OP_TEXT, payload, fragment)
+    else:
+        ws.send_frame(OP_TEXT, payload)
     assert_echo(ws, OP_TEXT, payload)
     clean_close(ws)
 
@@ -571,6 +575,14 @@ def test_9_oversized_frame_header_is_refused_without_the_payload(echo):
     assert before == [] and got == 1009
 
 
+def test_9_frame_length_with_the_top_bit_set_is_refused(ws):
+    """RFC 6455 5.2: the most significant bit of a 64-bit length MUST be 0. A frame claiming
+    2^63 + 5 bytes is refused from its header (1002 or 1009), not waited for or allocated."""
+    ws.send(ws.frame(OP_BINARY, b"12345", length_override=(1 << 63) + 5))
+    got, _, before = ws.expect_close(5.0)
+    assert before == [] and got in (1002, 1009), got
+
+
 def test_9_oversized_fragmented_message_is_1009(echo):
     c = echo("--max-message-size", "1KiB")()
     c.send(b"".join(c.frame(op, chunk, fin=fin) for op, chunk, fin in fragments(OP_TEXT, b"z" * 2000, 100)))
@@ -593,6 +605,13 @@ def test_10_unmasked_client_frame_fails_with_1002(ws, opcode):
     """RFC 6455 5.1: a server MUST close the connection on an unmasked client frame."""
     ws.send_frame(opcode, b"unmasked", mask=False)
     assert_failed(ws, 1002)
+
+
+def test_10_all_zero_mask_key_is_accepted(ws):
+    """RFC 6455 5.3: the key is any 32-bit value; 0 is one (the payload then goes in clear)."""
+    ws.send_frame(OP_TEXT, b"clear", mask_key=b"\0\0\0\0")
+    assert_echo(ws, OP_TEXT, b"clear")
+    clean_close(ws)
 
 
 def test_10_connections_are_independent(echo):
