@@ -520,6 +520,35 @@ def test_7_big_message_then_close_is_echoed_then_closed(ws):
     assert ws.wait_eof() == []
 
 
+def test_7_close_after_1000_messages_comes_after_their_echoes(ws):
+    """1000 messages, a close and a late message in one segment: the 1000 echoes in order, then
+    close 1000, then nothing (RFC 6455 5.5.1: no data frame after a close frame), TCP closed.
+    RFC 6455 would let an endpoint drop queued data when closing; an echo server that drops echoes
+    of messages it received before the close would be a regression here."""
+    msgs = [b"%04d" % i + b"m" * 60 for i in range(1000)]
+    ws.send(b"".join(ws.frame(OP_TEXT, m) for m in msgs) + ws.frame(OP_CLOSE, close_payload(1000))
+            + ws.frame(OP_TEXT, b"late"))
+    code, _, before = ws.expect_close()
+    assert [(f.opcode, f.payload) for f in before] == [(OP_TEXT, m) for m in msgs]
+    assert code == 1000
+    assert ws.wait_eof() == []
+
+
+@pytest.mark.parametrize("bad", ["rsv1", "bad-utf8", "long-ping"])
+def test_7_failure_after_1000_messages_sends_nothing_after_its_close(ws, bad):
+    """1000 messages then a bad frame: whatever echoes go out are intact and in order, then the
+    close (1002/1007), then nothing, TCP closed."""
+    msgs = [b"%04d" % i + b"m" * 60 for i in range(1000)]
+    bad_frame, code = {"rsv1": (ws.frame(OP_TEXT, b"x", rsv=4), 1002),
+                       "bad-utf8": (ws.frame(OP_TEXT, b"\xff"), 1007),
+                       "long-ping": (ws.frame(OP_PING, b"x" * 126), 1002)}[bad]
+    ws.send(b"".join(ws.frame(OP_TEXT, m) for m in msgs) + bad_frame + ws.frame(OP_TEXT, b"late"))
+    got, _, before = ws.expect_close()
+    assert [(f.opcode, f.payload) for f in before] == [(OP_TEXT, m) for m in msgs[:len(before)]]
+    assert got == code
+    assert ws.wait_eof() == []
+
+
 # ============================================================================ 9 limits and performance
 
 @pytest.mark.parametrize("fragment", [None, 1024], ids=["one-frame", "1024-fragments"])
