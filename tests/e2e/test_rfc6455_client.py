@@ -24,11 +24,11 @@ class Listener:
 
     def __init__(self, tmp_path, args):
         self.peer = RawServer()
-        self.tmp_path = tmp_path
         env = dict(os.environ)
         env.pop("WSIG_SECRET", None)
-        self.out = open(tmp_path / "listen.stdout", "wb")
-        self.err = open(tmp_path / "listen.stderr", "wb")
+        self.err_path = tmp_path / f"listen-{self.peer.port}.stderr"
+        self.out = open(tmp_path / f"listen-{self.peer.port}.stdout", "wb")  # a 16 MiB echo is printed too
+        self.err = open(self.err_path, "wb")
         self.proc = subprocess.Popen([WSIG, "listen", self.peer.url(), "--echo", *map(str, args)],
                                      stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=env)
         try:
@@ -39,7 +39,7 @@ class Listener:
 
     def stderr(self):
         self.err.flush()
-        return (self.tmp_path / "listen.stderr").read_bytes().decode(errors="replace")
+        return self.err_path.read_bytes().decode(errors="replace")
 
     def wait(self, timeout=10.0):
         """wsig's exit code once it has ended (within the deadline)."""
