@@ -471,6 +471,22 @@ def test_9_message_over_max_message_size_fails_with_1009(listen_echo, fragmented
     assert_client_failed(lst, 1009)
 
 
+def test_9_default_limit_is_64mib(lst):
+    """SPEC.md 5: the client's default --max-message-size is 64MiB; a frame announcing one byte
+    more is refused from its header alone with 1009 (the payload is never sent)."""
+    lst.conn.send(lst.conn.frame(OP_BINARY, b"\0" * 100, length_override=64 * MiB + 1))
+    assert_client_failed(lst, 1009)
+
+
+def test_9_a_frame_of_exactly_64mib_is_waited_for(lst):
+    """The limit is inclusive: a frame announcing exactly 64 MiB is not refused from its header;
+    the client waits for its payload (we end it by dropping TCP: 69, connection lost)."""
+    lst.conn.send(lst.conn.frame(OP_BINARY, b"\0" * 100, length_override=64 * MiB))
+    assert no_frame_within(lst.conn, 0.3) == "silence"
+    lst.conn.close()
+    assert lst.wait() == 69, lst.stderr()
+
+
 def test_9_frame_length_with_the_top_bit_set_is_refused(lst):
     """RFC 6455 5.2: a 64-bit length with its top bit set is refused from the header (1002 or 1009)."""
     lst.conn.send(lst.conn.frame(OP_BINARY, b"12345", length_override=(1 << 63) + 5))
