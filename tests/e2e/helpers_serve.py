@@ -194,16 +194,17 @@ class RawWS:
     `RawWS.attempt(...)` returns the Handshake whatever its status (and closes the socket)."""
 
     def __init__(self, port, path="/", headers=None, key=None, host=None, tls=None, rcvbuf=None,
-                 omit=(), method="GET", timeout=DEADLINE):
+                 omit=(), method="GET", timeout=DEADLINE, addr="127.0.0.1"):
         self.port = port
         self.key = key or new_key()
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         raw.settimeout(timeout)
-        raw.connect(("127.0.0.1", port))
+        raw.connect((addr, port))
         self.sock = tls.wrap_socket(raw, server_hostname="localhost") if tls else raw
-        req = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}"]
+        default_host = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        req = [f"{method} {path} HTTP/1.1", f"Host: {host or default_host}"]
         base = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": self.key,
                 "Sec-WebSocket-Version": "13"}
         for k, v in base.items():

@@ -497,3 +497,36 @@ def test_the_connection_is_addressable_as_soon_as_the_101_arrives(serve):
         assert r.json() == {"delivered": 1}, r
         assert a.recv() == "now"
         a.close()
+
+
+def test_a_push_body_that_is_not_utf8_is_400_never_an_invalid_text_frame(serve):
+    s = serve(*ROUTES)
+    p = Peer(f"{s.ws_url}/chat")  # validates UTF-8 of what it receives
+    r = push(s.port, b"\xff\xfe not utf-8", client_id=p.client_id, name="Chat")
+    assert r.status == 400, r
+    assert push(s.port, "valid", client_id=p.client_id, name="Chat").status == 200
+    assert p.recv() == "valid"
+    p.close()
+
+
+@pytest.mark.parametrize("query", ["group=a%0D%0AX-Evil:%201", "group=a%0AX-Evil:%201", "group=a%00b"],
+                         ids=["crlf", "lf", "nul"])
+def test_query_group_cannot_inject_into_the_101(serve, query):
+    # SPEC section 9: bad input gets a clear error; a decoded CR/LF must never reach the response head
+    s = serve(*ROUTES)
+    ws = RawWS(s.port, f"/chat?{query}")
+    hs = ws.handshake
+    ws.sock.close()
+    if hs.status == 101:
+        assert all(n.lower() != "x-evil" for n in hs.names()), hs.raw
+        group = hs.get("X-Pode-Signal-Group") or ""
+        assert not any(ord(ch) < 0x20 for ch in group), hs.raw
+    else:
+        assert hs.status == 400, hs.raw
+
+
+def test_allow_origin_patterns_are_globs(serve):
+    s = serve(*ROUTES, "--allow-origin", "https://*.good.example")
+    assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://app.good.example"}).status == 101
+    assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://good.example"}).status == 403
+    assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://app.good.example.evil"}).status == 403

@@ -36,6 +36,7 @@ def test_ready_file_holds_the_url(serve, tmp_path, how):
         s = serve(*ROUTES, "--ready-file", ready)
     else:
         s = serve(*ROUTES, env={"WSIG_READY_FILE": str(ready)})
+    assert healthy(s.port)  # (so the fixture's SIGTERM comes after start-up; see the test below)
     text = wait_for(lambda: ready.exists() and ready.read_text(), "the ready file")
     assert text.strip() == s.url
     assert text in (s.url, s.url + "\n")

@@ -450,3 +450,16 @@ def test_a_routed_message_is_one_text_frame_even_when_large(net):
     a.send_env(big, path="Chat", clientId=b.client_id)
     f = b.recv_frame()
     assert (f.opcode, f.fin, f.payload) == (OP_TEXT, True, big.encode())
+
+
+def test_a_lone_surrogate_in_an_envelope_never_becomes_invalid_utf8(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    p = Peer(f"{s.ws_url}/chat")  # closes with 1007 if it ever receives invalid UTF-8
+    a.send_text('{"message":"x\\ud800y","path":"Chat","clientId":"%s"}' % p.client_id)
+    a.send_env("marker", path="Chat", clientId=p.client_id)
+    got = p.recv()
+    if got != "marker":  # a repaired copy is acceptable; the marker must follow
+        assert p.recv() == "marker"
+    a.close()
+    p.close()

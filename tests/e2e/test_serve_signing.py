@@ -4,6 +4,7 @@ from --secret-file or WSIG_SECRET; --strict binds it to User-Agent and IP; pushe
 signed ID (a tampered one is 400); ?clientId= is signed by the server and a forged signed one is
 refused."""
 import re
+import socket
 
 import pytest
 
@@ -160,4 +161,16 @@ def test_signing_off_refuses_a_signed_looking_push(serve):
     a = RawWS.open(s.port, "/chat")
     r = push(s.port, "x", client_id=openssl_sign(a.client_id, SECRET), name="Chat")
     assert r.status in (400, 404), r
+    a.close()
+
+
+def test_strict_uses_the_ipv6_peer_address(serve, secret_file):
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    s = serve(*ROUTES, "-a", "::1", "--secret-file", secret_file, "--strict")
+    assert s.url.startswith("http://[::1]:"), s.url
+    a = RawWS.open(s.port, "/chat", addr="::1", headers={"User-Agent": "wsig-test/1.0"})
+    assert_signed_guid(a.client_id, user_agent="wsig-test/1.0", ip="::1")
     a.close()
