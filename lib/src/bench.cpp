@@ -214,8 +214,6 @@ summary run(options const& o, std::atomic<int> const* stop, std::function<void(p
         s.connected += l->connected;
         for (std::size_t k = 0; k < fail_kinds; ++k) errors[k] += l->errors[k];
     }
-    if (o.mode == mode::fanout && s.connected >= publishers) s.connected -= publishers;
-    if (o.mode == mode::fanout && s.open_at_end >= publishers && o.via == publish_via::ws) s.open_at_end -= 1;
     for (std::size_t k = 0; k < fail_kinds; ++k) {
         s.errors += errors[k];
         if (errors[k]) s.error_kinds.emplace_back(fail_name(static_cast<fail>(k)), errors[k]);

@@ -85,6 +85,7 @@ struct conn {
     bool in_setup = true;     // counted in setup_pending until its first handshake ends
     bool close_sent = false;
     bool counted_open = false;
+    bool ever_open = false;
     bool push_busy = false;
     bool in_frag = false;
     std::uint8_t frag_op = 0;

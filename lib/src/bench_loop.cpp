@@ -295,7 +295,7 @@ void loop::begin_stop() {
     for (std::uint32_t i = 0; i < conns_.size(); ++i) {
         conn& c = conns_[i];
         if (c.s == state::open) {
-            if (c.r != role::push) ++open_at_end;
+            if (c.r != role::push && c.r != role::pub) ++open_at_end;
             if (c.r == role::push) {
                 close_fd(c);
                 continue;
@@ -541,6 +541,8 @@ void loop::on_open(std::uint32_t i) {
     sh_.any_open.store(true, std::memory_order_release);
     set_open(c, true);
     auto const latency = static_cast<std::uint64_t>(now_ - c.t_start);
+    if (!c.ever_open && c.r != role::connector && c.r != role::pub && c.r != role::push) ++connected;
+    c.ever_open = true;
     switch (c.r) {
         case role::connector:
             if (in_window()) {
@@ -552,19 +554,15 @@ void loop::on_open(std::uint32_t i) {
             c.s = state::closing;
             c.deadline = now_ + close_grace;
             break;
-        case role::idle:
-            hist.record(latency);
-            ++connected;
-            break;
+        case role::idle: hist.record(latency); break;
         case role::echo:
-            ++connected;
             if (started_ && !stopping_) {
                 while (c.in_flight < sh_.o.in_flight) send_echo(c);
             }
             break;
         case role::sub:
         case role::pub:
-        case role::push: ++connected; break;
+        case role::push: break;
     }
 }
 
