@@ -4,11 +4,12 @@ mechanism and broadcast), the admin API /signal/connections, /healthz, /metrics,
 --api-key-file, --max-connections and --allow-origin."""
 import re
 import socket
+import threading
 import time
 
 import pytest
 
-from helpers_serve import (GUID_RE, Peer, RawWS, accept_for, connections, http, metric_value, push,
+from helpers_serve import (GUID_RE, Peer, RawWS, accept_for, connections, healthy, http, metric_value, push,
                            sync_self, wait_connections)
 
 ROUTES = ["--route", "/chat=Chat", "--route", "/team=Team,group=Blue"]
@@ -530,3 +531,30 @@ def test_allow_origin_patterns_are_globs(serve):
     assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://app.good.example"}).status == 101
     assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://good.example"}).status == 403
     assert RawWS.attempt(s.port, "/chat", headers={"Origin": "https://app.good.example.evil"}).status == 403
+
+
+def test_max_connections_holds_under_concurrent_upgrades_and_leaves_http_alone(serve):
+    s = serve(*ROUTES, "--max-connections", "10", "--threads", "4")
+    results = [None] * 30
+    barrier = threading.Barrier(30)
+
+    def attempt(i):
+        barrier.wait(10)
+        try:
+            results[i] = RawWS(s.port, "/chat")
+        except Exception as e:  # reported below
+            results[i] = e
+
+    workers = [threading.Thread(target=attempt, args=(i,)) for i in range(30)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(20)
+    statuses = sorted(r.handshake.status if isinstance(r, RawWS) else repr(r) for r in results)
+    assert statuses.count(101) == 10, statuses
+    assert statuses.count(503) == 20, statuses
+    assert healthy(s.port)  # plain HTTP is not counted
+    assert len(connections(s.port)) == 10
+    for r in results:
+        if isinstance(r, RawWS):
+            r.sock.close()

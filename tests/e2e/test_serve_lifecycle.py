@@ -165,3 +165,17 @@ def test_env_options_are_read(serve):
     a = RawWS.open(s.port, "/chat")
     a.send_env("x" * 2000, direct=True)
     assert a.expect_close()[0] == 1009
+
+
+def test_a_signal_during_a_flood_with_many_clients_still_exits_0(serve):
+    s = serve(*ROUTES)
+    clients = [RawWS.open(s.port, "/news") for _ in range(100)]
+    src = RawWS.open(s.port, "/chat")
+    for i in range(200):
+        src.send_env("x" * 1000, path="News")
+    s.proc.send_signal(signal.SIGTERM)
+    for w in clients + [src]:
+        assert w.expect_close()[0] == 1001
+        w.expect_eof()
+        w.sock.close()
+    assert s.proc.wait(timeout=10) == 0

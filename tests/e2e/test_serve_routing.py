@@ -463,3 +463,36 @@ def test_a_lone_surrogate_in_an_envelope_never_becomes_invalid_utf8(serve):
         assert p.recv() == "marker"
     a.close()
     p.close()
+
+
+def test_concurrent_duplicates_leave_exactly_one_connection(serve):
+    s = serve(*ROUTES, "--accept-client-id", "--threads", "4")
+    n = 12
+    socks = [None] * n
+    barrier = threading.Barrier(n)
+
+    def attempt(i):
+        barrier.wait(10)
+        socks[i] = RawWS.open(s.port, "/chat?clientId=dup")
+
+    workers = [threading.Thread(target=attempt, args=(i,)) for i in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(20)
+    assert all(isinstance(w, RawWS) for w in socks)
+    replaced = 0
+    survivors = []
+    for w in socks:
+        try:
+            code = w.expect_close(timeout=1.5)
+            assert code == (1000, "replaced"), code
+            replaced += 1
+        except TimeoutError:
+            survivors.append(w)
+    assert (replaced, len(survivors)) == (n - 1, 1)
+    assert [c["clientId"] for c in connections(s.port)] == ["dup"]
+    assert push(s.port, "survivor", client_id="dup", name="Chat").json() == {"delivered": 1}
+    assert survivors[0].recv() == "survivor"
+    for w in socks:
+        w.sock.close()
