@@ -183,6 +183,10 @@ public:
         ws_.set_option(websocket::stream_base::decorator(
             [info](websocket::response_type& res) { add_signal_headers_to(res, info); }));
         ws_.control_callback([this](websocket::frame_type, beast::string_view) { activity_ = true; });
+        if constexpr (!is_tls_v<Stream>) {
+            error_code ignored;  // only our synchronous write_some is affected; async ops already are
+            beast::get_lowest_layer(ws_).socket().non_blocking(true, ignored);
+        }
         req_ = std::move(req);
         ws_.async_accept(req_, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
     }
@@ -303,6 +307,9 @@ private:
         if (ec) {
             unsigned code = 1006;
             if (ec == websocket::error::closed) code = ws_.reason().code;
+            else if (ec == websocket::error::message_too_big) code = 1009;
+            else if (ec == websocket::error::bad_frame_payload) code = 1007;
+            else if (ec.category() == websocket::make_error_code(websocket::error::bad_opcode).category()) code = 1002;
             else if (close_code_) code = close_code_;
             fail(ec, "read");
             finish(code);
@@ -337,6 +344,9 @@ private:
     }
 
     // Takes everything queued and writes it in one gathered write. False when there was nothing.
+    // Takes everything queued and writes it in one gathered write: on plain TCP first as one
+    // non-blocking sendmsg (the kernel buffer almost always has room), and only what is left
+    // through async_write. True when an asynchronous write is now in flight.
     bool start_raw_write() {
         auto& gate = ws_.next_layer();
         if (close_frame_sent_) return false;
@@ -347,11 +357,55 @@ private:
         }
         buffers_.clear();
         buffers_.reserve(writing_.size());
-        for (auto const& m : writing_) buffers_.emplace_back(m->frame().data(), m->frame().size());
+        std::size_t total = 0;
+        for (auto const& m : writing_) {
+            buffers_.emplace_back(m->frame().data(), m->frame().size());
+            total += m->frame().size();
+        }
+        if constexpr (!is_tls_v<Stream>) {
+            error_code ec;
+            auto n = beast::get_lowest_layer(ws_).socket().write_some(buffers_, ec);
+            if (ec == net::error::would_block || ec == net::error::try_again) {
+                n = 0;
+                ec = {};
+            }
+            if (ec || n == total) {
+                complete_write(ec);
+                return false;
+            }
+            // Skip what the kernel took; the rest goes asynchronously.
+            auto it = buffers_.begin();
+            while (n >= it->size()) {
+                n -= it->size();
+                ++it;
+            }
+            *it += n;
+            buffers_.erase(buffers_.begin(), it);
+        }
         gate.raw_busy = true;
         net::async_write(gate.next_layer(), buffers_,
                          beast::bind_front_handler(&ws_session::on_raw_write, this->shared_from_this()));
         return true;
+    }
+
+    // The frames in writing_ are done with (written or failed): release them and account.
+    void complete_write(error_code ec) {
+        std::size_t bytes = 0;
+        for (auto const& m : writing_) bytes += m->frame().size();
+        auto count = writing_.size();
+        writing_.clear();  // the frames are released only now that the socket is done with them
+        {
+            std::lock_guard lock(mutex_);
+            queued_bytes_ -= bytes;
+        }
+        if (ec) {
+            fail(ec, "write");
+            error_code ignored;
+            beast::get_lowest_layer(ws_).socket().close(ignored);
+            return;
+        }
+        st_.stats.messages_sent += count;
+        st_.stats.bytes_sent += bytes;
     }
 
     void do_flush() {
@@ -365,26 +419,14 @@ private:
         start_raw_write();
     }
 
-    void on_raw_write(error_code ec, std::size_t n) {
+    void on_raw_write(error_code ec, std::size_t) {
         auto& gate = ws_.next_layer();
         gate.raw_busy = false;
-        std::size_t bytes = 0;
-        for (auto const& m : writing_) bytes += m->frame().size();
-        auto count = writing_.size();
-        writing_.clear();  // the frames are released only now that the socket is done with them
-        {
-            std::lock_guard lock(mutex_);
-            queued_bytes_ -= bytes;
-        }
+        complete_write(ec);
         if (ec) {
-            fail(ec, "write");
-            error_code ignored;
-            beast::get_lowest_layer(ws_).socket().close(ignored);
             if (gate.has_parked()) gate.run_parked();
             return;
         }
-        st_.stats.messages_sent += count;
-        st_.stats.bytes_sent += n;
         if (gate.has_parked()) {
             if (flush_before_beast_) {
                 flush_before_beast_ = false;
