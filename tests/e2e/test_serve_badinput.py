@@ -390,3 +390,29 @@ def test_port_in_use_exits_78():
         assert str(port) in r.stderr or "in use" in r.stderr.lower(), r.stderr
     finally:
         holder.close()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("policy", ["drop", "close"])
+def test_memory_stays_bounded_with_many_slow_readers(serve, policy):
+    # 20 readers that never read and a 24 MiB flood: with bounded queues (and one shared buffer per
+    # broadcast) the server holds a small part of it, never the whole flood
+    s = serve("--route", "/flood=Flood", "--route", "/src=Src", "--send-queue", "256KiB", "--slow-client", policy)
+    slows = [RawWS.open(s.port, "/flood", rcvbuf=4096) for _ in range(20)]
+    fast = RawWS.open(s.port, "/flood")
+    src = RawWS.open(s.port, "/src")
+    before = rss_kib(s.proc.pid)
+    flood(src, fast, n=1500)
+    growth_mib = (rss_kib(s.proc.pid) - before) / 1024
+    assert growth_mib < 12, f"RSS grew by {growth_mib:.1f} MiB during a 24 MiB flood"
+    for w in slows:
+        w.drop(reset=True)
+    fast.close()
+    src.close()
