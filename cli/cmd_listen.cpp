@@ -36,7 +36,7 @@ struct listen_cli {
     bool echo = false;
     std::string max_message_size = "64MiB";
     std::string id_file;
-    int reconnect = 0;
+    std::string reconnect;  // "" not given, "true" bare --reconnect, else --reconnect=N
 };
 
 std::chrono::milliseconds duration_flag(std::string const& text, char const* flag) {
@@ -73,12 +73,24 @@ listen_options to_options(listen_cli const& c) {
     o.echo = c.echo;
     auto size = parse_size(c.max_message_size);
     if (!size || *size == 0)
-        throw exit_error(to_int(exit_code::usage),
-                         fmt::format("--max-message-size {}: {}", c.max_message_size,
-                                     size ? "must be more than 0" : size.error().message));
+        throw exit_error(to_int(exit_code::usage), fmt::format("--max-message-size {}: {}", c.max_message_size,
+                                                               size ? "must be more than 0" : size.error().message));
     o.max_message_size = *size;
     o.id_file = c.id_file;
-    o.reconnect = c.reconnect;
+    if (c.reconnect == "true") {
+        o.reconnect = -1;
+    } else if (!c.reconnect.empty()) {
+        try {
+            std::size_t used = 0;
+            o.reconnect = std::stoi(c.reconnect, &used);
+            if (used != c.reconnect.size() || o.reconnect < -1) throw std::invalid_argument("range");
+        } catch (std::exception const&) {
+            throw exit_error(
+                to_int(exit_code::usage),
+                fmt::format("--reconnect={}: give a count of reconnects (or --reconnect alone for no limit)",
+                            c.reconnect));
+        }
+    }
     return o;
 }
 
@@ -102,8 +114,7 @@ Exit codes: 0 done (--count/--until met, or without them a 1000/1001 close),
 1002/1003/1007/1009/1010), 77 upgrade answered 401/403, 78 --cacert or --id-file
 unusable, 124 --timeout or --idle-timeout, 130 SIGINT, 143 SIGTERM.)~");
     app->add_option("url", c->url, "ws:// or wss:// URL to connect to")->required()->type_name("URL");
-    app->add_option("-H,--header", c->headers, "Add a header to the upgrade request (repeatable)")
-        ->type_name("'K: V'");
+    app->add_option("-H,--header", c->headers, "Add a header to the upgrade request (repeatable)")->type_name("'K: V'");
     app->add_option("--origin", c->origin, "Send this Origin header with the upgrade")->type_name("ORIGIN");
     app->add_flag("--insecure", c->insecure, "wss: accept any certificate and host name");
     app->add_option("--cacert", c->cacert, "wss: trust the CA certificates in this PEM file")->type_name("FILE");
@@ -134,9 +145,11 @@ unusable, 124 --timeout or --idle-timeout, 130 SIGINT, 143 SIGTERM.)~");
         ->type_name("SIZE");
     app->add_option("--id-file", c->id_file, "Write the client ID (one line) to FILE at connect, atomically")
         ->type_name("FILE");
-    app->add_flag("--reconnect{-1}", c->reconnect,
-                  "Reconnect after a lost or closed connection with back-off; --reconnect=N at most N times")
-        ->type_name("N");
+    // A flag, not an option: a bare --reconnect must not swallow the URL after it.
+    app->add_flag("--reconnect", c->reconnect,
+                  "Reconnect after a lost or closed connection, with back-off from 250ms to 10s; --reconnect=N: at "
+                  "most N times")
+        ->type_name("[=N]");
     return {app, [c] {
                 auto opts = to_options(*c);
                 auto r = run_listen(opts);

@@ -71,8 +71,7 @@ int run(send_cli const& c) {
     if (!parse_url(c.url)) throw exit_error(to_int(exit_code::usage), parse_url(c.url).error().message);
     if (!c.api_key_file.empty()) {
         auto key = read_secret_file(c.api_key_file);
-        if (!key)
-            throw exit_error(to_int(exit_code::config), fmt::format("--api-key-file: {}", key.error().message));
+        if (!key) throw exit_error(to_int(exit_code::config), fmt::format("--api-key-file: {}", key.error().message));
         o.api_key = *key;
     }
     o.data = read_data(c.data);
@@ -97,7 +96,8 @@ int run(send_cli const& c) {
 
 command setup_send(CLI::App& root) {
     auto c = std::make_shared<send_cli>();
-    auto* app = root.add_subcommand("send", "Push one message: POST with X-Pode-Signal-* headers (http) or an envelope (ws)");
+    auto* app =
+        root.add_subcommand("send", "Push one message: POST with X-Pode-Signal-* headers (http) or an envelope (ws)");
     app->footer(R"~(Examples:
   wsig send http://127.0.0.1:8091/signal hello --name Msg --client-id "$(cat id)"
   wsig send http://127.0.0.1:8091/signal '{"n":1}' --json --name Msg --group admins
@@ -126,8 +126,7 @@ no 101, TLS), 77 answered 401/403, 78 --api-key-file or --cacert unusable,
     app->add_option("-H,--header", c->headers, "Add a request header (repeatable)")->type_name("'K: V'");
     app->add_option("--api-key-file", c->api_key_file, "Send 'Authorization: Bearer KEY' with KEY from FILE")
         ->type_name("FILE");
-    app->add_option("--timeout", c->timeout, "Give up after this long (exit 124), default 10s")
-        ->type_name("DURATION");
+    app->add_option("--timeout", c->timeout, "Give up after this long (exit 124), default 10s")->type_name("DURATION");
     app->add_option("--path", c->path, "ws: envelope path, the Name to send to")->type_name("NAME");
     app->add_flag("--direct", c->direct, "ws: envelope direct: the server sends it back to this sender only");
     app->add_flag("--allow-none", c->allow_none, "http: exit 0 even when {\"delivered\":0}");

@@ -10,12 +10,12 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
+#include <unistd.h>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <set>
-#include <unistd.h>
 
 namespace wsig {
 
@@ -55,9 +55,12 @@ result<url_parts> parse_url(std::string const& url) {
     if (sep == std::string::npos) return bad("expected scheme://host[:port][/path]");
     url_parts u;
     u.scheme = lower(url.substr(0, sep));
-    if (u.scheme == "ws" || u.scheme == "http") u.port = "80";
-    else if (u.scheme == "wss" || u.scheme == "https") u.port = "443", u.tls = true;
-    else return bad("the scheme must be ws, wss, http or https");
+    if (u.scheme == "ws" || u.scheme == "http")
+        u.port = "80";
+    else if (u.scheme == "wss" || u.scheme == "https")
+        u.port = "443", u.tls = true;
+    else
+        return bad("the scheme must be ws, wss, http or https");
 
     std::string_view rest = std::string_view(url).substr(sep + 3);
     auto const path_at = rest.find_first_of("/?#");
@@ -94,8 +97,7 @@ result<std::pair<std::string, std::string>> parse_header(std::string const& text
         return make_error(errc::invalid_argument, fmt::format("bad header '{}': expected 'Name: value'", text));
     std::string name = text.substr(0, colon);
     for (char c : name)
-        if (!is_token_char(c))
-            return make_error(errc::invalid_argument, fmt::format("bad header name '{}'", name));
+        if (!is_token_char(c)) return make_error(errc::invalid_argument, fmt::format("bad header name '{}'", name));
     std::string value(trim(std::string_view(text).substr(colon + 1)));
     if (value.find_first_of("\r\n") != std::string::npos)
         return make_error(errc::invalid_argument, fmt::format("header '{}' holds a line break", name));
@@ -134,8 +136,7 @@ result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(tls_options 
     }
     if (!tls.cacert.empty()) {
         ctx->load_verify_file(tls.cacert, ec);
-        if (ec)
-            return make_error(errc::io, fmt::format("--cacert {}: cannot use it: {}", tls.cacert, ec.message()));
+        if (ec) return make_error(errc::io, fmt::format("--cacert {}: cannot use it: {}", tls.cacert, ec.message()));
     } else {
         ctx->set_default_verify_paths(ec);
         if (ec) return make_error(errc::io, fmt::format("the system CA store cannot be loaded: {}", ec.message()));
@@ -182,7 +183,9 @@ bool set_sni(SSL* ssl, std::string const& host) {
     return SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host.c_str())) == 1;
 }
 
-std::string user_agent() { return std::string("wsig/") + WSIG_VERSION; }
+std::string user_agent() {
+    return std::string("wsig/") + WSIG_VERSION;
+}
 
 bool write_all(int fd, std::string_view data) {
     while (!data.empty()) {

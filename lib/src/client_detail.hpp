@@ -22,8 +22,7 @@ namespace wsig::detail {
 result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(tls_options const& tls);
 
 // Sets the -H headers on a request: the first of a name replaces what is there, later ones add.
-void apply_headers(boost::beast::http::fields& fields,
-                   std::vector<std::pair<std::string, std::string>> const& headers);
+void apply_headers(boost::beast::http::fields& fields, std::vector<std::pair<std::string, std::string>> const& headers);
 
 std::string base64_encode(std::string_view data);
 
@@ -48,11 +47,11 @@ struct handshake_info {
 
 // How one connection ended; on_end is called exactly once per connection.
 struct conn_end {
-    bool opened = false;        // the 101 arrived
-    bool close_frame = false;   // a close handshake happened (ours or the server's)
-    bool server_closed = false; // the server sent the first close frame
-    bool all_sent = false;      // every queued message was written before the end
-    int close_code = 1006;      // 1006: no close frame (RFC 6455 7.1.5)
+    bool opened = false;         // the 101 arrived
+    bool close_frame = false;    // a close handshake happened (ours or the server's)
+    bool server_closed = false;  // the server sent the first close frame
+    bool all_sent = false;       // every queued message was written before the end
+    int close_code = 1006;       // 1006: no close frame (RFC 6455 7.1.5)
     std::string reason;
     exit_code code = exit_code::unavailable;  // the failure class when close_frame is false
     std::string message;

@@ -45,8 +45,12 @@ public:
     template <class... Args>
     http_call(asio::io_context& ioc, url_parts url, bool insecure, http::request<http::string_body> req,
               std::function<void(http_outcome)> done, Args&&... args)
-        : resolver_(ioc), stream_(std::forward<Args>(args)...), url_(std::move(url)), insecure_(insecure),
-          req_(std::move(req)), done_(std::move(done)) {}
+        : resolver_(ioc),
+          stream_(std::forward<Args>(args)...),
+          url_(std::move(url)),
+          insecure_(insecure),
+          req_(std::move(req)),
+          done_(std::move(done)) {}
 
     void start() {
         resolver_.async_resolve(url_.host, url_.port,
@@ -85,14 +89,12 @@ private:
             if (!set_sni(stream_.native_handle(), url_.host))
                 return fail(exit_code::protocol, "TLS: cannot set the server name");
             if (!insecure_) stream_.set_verify_callback(asio::ssl::host_name_verification(url_.host));
-            stream_.async_handshake(asio::ssl::stream_base::client,
-                                    [self = this->shared_from_this()](error_code e) {
-                                        if (e)
-                                            return self->fail(exit_code::protocol,
-                                                              fmt::format("TLS handshake with {} failed: {}",
-                                                                          self->url_.host, e.message()));
-                                        self->do_write();
-                                    });
+            stream_.async_handshake(asio::ssl::stream_base::client, [self = this->shared_from_this()](error_code e) {
+                if (e)
+                    return self->fail(exit_code::protocol,
+                                      fmt::format("TLS handshake with {} failed: {}", self->url_.host, e.message()));
+                self->do_write();
+            });
         } else {
             do_write();
         }
@@ -100,7 +102,8 @@ private:
 
     void do_write() {
         http::async_write(stream_, req_, [self = this->shared_from_this()](error_code ec, std::size_t) {
-            if (ec) return self->fail(exit_code::unavailable, fmt::format("sending the request failed: {}", ec.message()));
+            if (ec)
+                return self->fail(exit_code::unavailable, fmt::format("sending the request failed: {}", ec.message()));
             self->do_read();
         });
     }
@@ -214,8 +217,7 @@ client_result run_http_send(send_options const& opts, url_parts const& url) {
     std::string body = res.body();
     if (status >= 200 && status < 300) {
         if (!body.empty() && body.back() != '\n') body.push_back('\n');
-        if (!write_all(opts.out_fd, body) && errno != EPIPE)
-            return {exit_code::negative, "cannot write the answer"};
+        if (!write_all(opts.out_fd, body) && errno != EPIPE) return {exit_code::negative, "cannot write the answer"};
         auto j = nlohmann::json::parse(res.body(), nullptr, false);
         if (!opts.allow_none && j.is_object() && j.contains("delivered") && j["delivered"].is_number() &&
             j["delivered"].get<double>() <= 0)

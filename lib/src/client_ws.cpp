@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <openssl/ssl.h>
 
+#include <unistd.h>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -28,7 +29,6 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
-#include <unistd.h>
 
 namespace wsig::detail {
 
@@ -65,7 +65,9 @@ bool is_connection_loss(error_code const& ec) {
            ec == beast::error::timeout || ec == asio::error::timed_out;
 }
 
-std::string header_value(http::fields const& f, std::string_view name) { return std::string(f[name]); }
+std::string header_value(http::fields const& f, std::string_view name) {
+    return std::string(f[name]);
+}
 
 template <bool Tls>
 class ws_conn final : public ws_connection, public std::enable_shared_from_this<ws_conn<Tls>> {
@@ -74,7 +76,10 @@ class ws_conn final : public ws_connection, public std::enable_shared_from_this<
 public:
     template <class... Args>
     ws_conn(asio::io_context& ioc, url_parts url, ws_connect_options opts, ws_events events, Args&&... args)
-        : resolver_(ioc), ws_(std::forward<Args>(args)...), url_(std::move(url)), opts_(std::move(opts)),
+        : resolver_(ioc),
+          ws_(std::forward<Args>(args)...),
+          url_(std::move(url)),
+          opts_(std::move(opts)),
           events_(std::move(events)) {}
 
     void start() override {
@@ -169,7 +174,8 @@ private:
 
     void on_tls(error_code ec) {
         if (ended_) return;
-        if (ec) return fail(exit_code::protocol, fmt::format("TLS handshake with {} failed: {}", url_.host, ec.message()));
+        if (ec)
+            return fail(exit_code::protocol, fmt::format("TLS handshake with {} failed: {}", url_.host, ec.message()));
         do_handshake();
     }
 
@@ -207,8 +213,10 @@ private:
         if (ec) return fail(exit_code::protocol, fmt::format("WebSocket handshake failed: {}", ec.message()));
         open_ = true;
         handshake_info info;
-        if (auto id = header_value(res_, "X-Pode-Signal-Client-Id"); !id.empty()) info.client_id = id;
-        else if (auto legacy = header_value(res_, "X-Pode-ClientId"); !legacy.empty()) info.client_id = legacy;
+        if (auto id = header_value(res_, "X-Pode-Signal-Client-Id"); !id.empty())
+            info.client_id = id;
+        else if (auto legacy = header_value(res_, "X-Pode-ClientId"); !legacy.empty())
+            info.client_id = legacy;
         if (auto n = header_value(res_, "X-Pode-Signal-Name"); !n.empty()) info.name = n;
         if (auto g = header_value(res_, "X-Pode-Signal-Group"); !g.empty()) info.group = g;
         res_ = {};
@@ -216,13 +224,14 @@ private:
         if (events_.on_open) events_.on_open(info);
         if (ended_) return;
         do_read();
-        if (!writing_ && !outbox_.empty()) do_write();
-        else if (close_requested_ && !writing_ && outbox_.empty()) do_close();
+        if (!writing_ && !outbox_.empty())
+            do_write();
+        else if (close_requested_ && !writing_ && outbox_.empty())
+            do_close();
     }
 
     void do_read() {
-        ws_.async_read(buffer_,
-                       [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_read(ec); });
+        ws_.async_read(buffer_, [self = this->shared_from_this()](error_code ec, std::size_t) { self->on_read(ec); });
     }
 
     void on_read(error_code ec) {
@@ -254,7 +263,8 @@ private:
                                     opts_.max_message_size));
         if (is_connection_loss(ec))
             return fail(exit_code::unavailable, fmt::format("connection lost without a close frame: {}", ec.message()));
-        if (ec.category() == make_error_code(websocket::error::closed).category() || ec == websocket::condition::protocol_violation)
+        if (ec.category() == make_error_code(websocket::error::closed).category() ||
+            ec == websocket::condition::protocol_violation)
             return fail(exit_code::protocol, fmt::format("protocol error from the server: {}", ec.message()));
         fail(exit_code::unavailable, fmt::format("read failed: {}", ec.message()));
     }
@@ -274,8 +284,10 @@ private:
             return fail(exit_code::unavailable, fmt::format("write failed: {}", ec.message()));
         }
         outbox_.pop_front();
-        if (!outbox_.empty()) do_write();
-        else if (close_requested_) do_close();
+        if (!outbox_.empty())
+            do_write();
+        else if (close_requested_)
+            do_close();
     }
 
     void do_close() {
@@ -372,8 +384,7 @@ private:
             }
             pending.erase(0, start);
         }
-        if (!pending.empty() && !post([fn = on_line_, l = std::move(pending)]() mutable { fn(std::move(l)); }))
-            return;
+        if (!pending.empty() && !post([fn = on_line_, l = std::move(pending)]() mutable { fn(std::move(l)); })) return;
         post(on_eof_);
     }
 
@@ -406,7 +417,9 @@ bool write_file_atomically(std::string const& path, std::string const& text, std
     return true;
 }
 
-nlohmann::json json_or_null(std::optional<std::string> const& v) { return v ? nlohmann::json(*v) : nlohmann::json(); }
+nlohmann::json json_or_null(std::optional<std::string> const& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json();
+}
 
 // The most queued stdin lines kept while disconnected: a bound, not a buffer for hours of input.
 constexpr std::size_t max_pending_lines = 10000;
@@ -448,8 +461,8 @@ public:
             deadline_.expires_after(opts_.timeout);
             deadline_.async_wait([this](error_code ec) {
                 if (ec) return;
-                end(exit_code::timeout, fmt::format("--timeout {} ms expired after {} message(s)",
-                                                     opts_.timeout.count(), received_));
+                end(exit_code::timeout,
+                    fmt::format("--timeout {} ms expired after {} message(s)", opts_.timeout.count(), received_));
             });
         }
         if (opts_.read_stdin)
@@ -498,11 +511,18 @@ private:
                               .insecure = opts_.tls.insecure};
         auto const gen = generation_;
         ws_events ev{
-            .on_open = [this, gen](handshake_info const& info) { if (gen == generation_) on_open(info); },
-            .on_message = [this, gen](std::string&& data, bool binary) {
-                if (gen == generation_) on_message(std::move(data), binary);
-            },
-            .on_end = [this, gen](conn_end const& e) { if (gen == generation_) on_end(e); },
+            .on_open =
+                [this, gen](handshake_info const& info) {
+                    if (gen == generation_) on_open(info);
+                },
+            .on_message =
+                [this, gen](std::string&& data, bool binary) {
+                    if (gen == generation_) on_message(std::move(data), binary);
+                },
+            .on_end =
+                [this, gen](conn_end const& e) {
+                    if (gen == generation_) on_end(e);
+                },
         };
         conn_ = make_ws_connection(ioc_, tls_ctx_.get(), url_, co, std::move(ev));
         conn_->start();
@@ -524,8 +544,10 @@ private:
         if (write_all(opts_.out_fd, text)) return true;
         pipe_closed_ = true;
         int const err = errno;
-        if (err == EPIPE) end(exit_code::ok, "");
-        else end(exit_code::negative, fmt::format("cannot write the output: {}", std::strerror(err)));
+        if (err == EPIPE)
+            end(exit_code::ok, "");
+        else
+            end(exit_code::negative, fmt::format("cannot write the output: {}", std::strerror(err)));
         return false;
     }
 
@@ -562,7 +584,7 @@ private:
         idle_.async_wait([this](error_code ec) {
             if (ec) return;
             end(exit_code::timeout, fmt::format("--idle-timeout: no message for {} ms after {} message(s)",
-                                                 opts_.idle_timeout.count(), received_));
+                                                opts_.idle_timeout.count(), received_));
         });
     }
 
@@ -577,8 +599,10 @@ private:
             if (!write_out(line)) return;
         } else {
             nlohmann::ordered_json ev{{"event", "message"}, {"opcode", binary ? "binary" : "text"}};
-            if (binary) ev["data_b64"] = base64_encode(data);
-            else ev["data"] = data;
+            if (binary)
+                ev["data_b64"] = base64_encode(data);
+            else
+                ev["data"] = data;
             ev["len"] = data.size();
             emit(std::move(ev));
             if (pipe_closed_) return;
@@ -631,9 +655,7 @@ private:
         }
     }
 
-    void emit_error() {
-        emit({{"event", "error"}, {"message", result_.message}, {"exit_code", to_int(result_.code)}});
-    }
+    void emit_error() { emit({{"event", "error"}, {"message", result_.message}, {"exit_code", to_int(result_.code)}}); }
 
     void stop() {
         grace_.cancel();
@@ -648,7 +670,10 @@ private:
 
     void on_end(conn_end const& e) {
         if (e.opened)
-            emit({{"event", "close"}, {"code", e.close_code}, {"reason", e.reason}, {"by", e.server_closed ? "server" : "client"}});
+            emit({{"event", "close"},
+                  {"code", e.close_code},
+                  {"reason", e.reason},
+                  {"by", e.server_closed ? "server" : "client"}});
         if (finishing_) {
             conn_.reset();
             return stop();
@@ -659,21 +684,23 @@ private:
         if (e.close_frame) {
             auto const what = fmt::format("the server closed the connection with {}{}{}", e.close_code,
                                           e.reason.empty() ? "" : " ", e.reason);
-            if (is_protocol_close(e.close_code)) r = {exit_code::protocol, what};
-            else if (is_server_failure_close(e.close_code)) r = {exit_code::unavailable, what};
+            if (is_protocol_close(e.close_code))
+                r = {exit_code::protocol, what};
+            else if (is_server_failure_close(e.close_code))
+                r = {exit_code::unavailable, what};
             else if (until_or_count)
-                r = {exit_code::negative,
-                     fmt::format("{} before {} was met ({} message(s))", what,
-                                 until_ ? "--until" : "--count", received_)};
-            else if (is_normal_close(e.close_code)) r = {exit_code::ok, ""};
-            else r = {exit_code::negative, what};
+                r = {exit_code::negative, fmt::format("{} before {} was met ({} message(s))", what,
+                                                      until_ ? "--until" : "--count", received_)};
+            else if (is_normal_close(e.close_code))
+                r = {exit_code::ok, ""};
+            else
+                r = {exit_code::negative, what};
         } else {
             r = {e.code, e.message};
         }
         conn_.reset();
         bool const may_retry = opts_.reconnect != 0 && r.code != exit_code::no_permission &&
-                               r.code != exit_code::config &&
-                               (opts_.reconnect < 0 || reconnects_ < opts_.reconnect);
+                               r.code != exit_code::config && (opts_.reconnect < 0 || reconnects_ < opts_.reconnect);
         if (may_retry) {
             ++reconnects_;
             auto const delay = backoff_;
@@ -751,31 +778,36 @@ client_result run_ws_send(send_options const& opts, url_parts const& url) {
     bool timed_out = false;
     int interrupted = 0;
     ws_events ev{
-        .on_open = [&](handshake_info const&) {
-            conn->send(env, false);
-            conn->close(1000, "", true);
-        },
+        .on_open =
+            [&](handshake_info const&) {
+                conn->send(env, false);
+                conn->close(1000, "", true);
+            },
         .on_message = [](std::string&&, bool) {},
-        .on_end = [&](conn_end const& e) {
-            timer.cancel();
-            ioc.stop();  // the stream's own handshake timer may still be pending
-            if (interrupted) {
-                result = {interrupted == SIGINT ? exit_code::sigint : exit_code::sigterm,
-                          interrupted == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM"};
-            } else if (timed_out) {
-                result = {exit_code::timeout, fmt::format("--timeout {} ms expired", opts.timeout.count())};
-            } else if (e.close_frame && !e.server_closed) {
-                result = {exit_code::ok, ""};
-            } else if (e.close_frame) {
-                auto what = fmt::format("the server closed the connection with {}{}{}", e.close_code,
-                                        e.reason.empty() ? "" : " ", e.reason);
-                if (is_protocol_close(e.close_code)) result = {exit_code::protocol, what};
-                else if (is_normal_close(e.close_code) && e.all_sent) result = {exit_code::ok, ""};
-                else result = {exit_code::unavailable, what + (e.all_sent ? "" : " before the message was sent")};
-            } else {
-                result = {e.code, e.message};
-            }
-        },
+        .on_end =
+            [&](conn_end const& e) {
+                timer.cancel();
+                ioc.stop();  // the stream's own handshake timer may still be pending
+                if (interrupted) {
+                    result = {interrupted == SIGINT ? exit_code::sigint : exit_code::sigterm,
+                              interrupted == SIGINT ? "interrupted by SIGINT" : "interrupted by SIGTERM"};
+                } else if (timed_out) {
+                    result = {exit_code::timeout, fmt::format("--timeout {} ms expired", opts.timeout.count())};
+                } else if (e.close_frame && !e.server_closed) {
+                    result = {exit_code::ok, ""};
+                } else if (e.close_frame) {
+                    auto what = fmt::format("the server closed the connection with {}{}{}", e.close_code,
+                                            e.reason.empty() ? "" : " ", e.reason);
+                    if (is_protocol_close(e.close_code))
+                        result = {exit_code::protocol, what};
+                    else if (is_normal_close(e.close_code) && e.all_sent)
+                        result = {exit_code::ok, ""};
+                    else
+                        result = {exit_code::unavailable, what + (e.all_sent ? "" : " before the message was sent")};
+                } else {
+                    result = {e.code, e.message};
+                }
+            },
     };
     ws_connect_options co{.origin = {},
                           .api_key = opts.api_key,

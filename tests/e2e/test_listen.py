@@ -521,3 +521,21 @@ def test_server_ping_is_answered_with_its_payload(peers):
     p = peers(WsPeer, script)
     r = listen(p.url, "--count", 1)
     assert (r.returncode, r.stdout) == (0, b"pong seen\n"), r.stderr
+
+
+def test_bare_reconnect_before_the_url_has_no_limit(peers):
+    async def script(ws, peer):
+        if len(peer.requests) < 3:
+            await ws.close(1012, "restarting")
+        else:
+            await ws.send("third connection")
+            await peer.drain(ws)
+    p = peers(WsPeer, script)
+    r = listen("--reconnect", p.url, "--count", 1)
+    assert (r.returncode, r.stdout) == (0, b"third connection\n"), r.stderr
+    assert len(p.requests) == 3
+
+
+def test_reconnect_with_a_bad_count_is_a_usage_error():
+    r = listen("ws://127.0.0.1:1/", "--reconnect=many")
+    assert r.returncode == 2

@@ -52,8 +52,8 @@ struct listen_options {
     std::string origin;                                        // empty: no Origin header
     tls_options tls;
     output_format output = output_format::text;
-    std::uint64_t count = 0;           // 0: no limit
-    std::optional<std::string> until;  // ECMAScript regex searched in every message
+    std::uint64_t count = 0;                    // 0: no limit
+    std::optional<std::string> until;           // ECMAScript regex searched in every message
     std::chrono::milliseconds timeout{0};       // 0: none; whole run, reconnects included
     std::chrono::milliseconds idle_timeout{0};  // 0: none; since the open or the last message
     std::vector<std::string> send;              // --send payloads, sent after every open
@@ -84,10 +84,10 @@ client_result run_listen(listen_options const& opts);
 
 struct send_options {
     std::string url;
-    std::string data;       // the message (already read from DATA, '-' or @FILE)
-    bool json = false;      // data holds JSON (checked with parse_json_data beforehand)
-    std::string client_id;  // http: X-Pode-Signal-Client-Id; ws: the envelope's clientId
-    std::string name;       // http: X-Pode-Signal-Name; ws: the envelope's path when path is unset
+    std::string data;                 // the message (already read from DATA, '-' or @FILE)
+    bool json = false;                // data holds JSON (checked with parse_json_data beforehand)
+    std::string client_id;            // http: X-Pode-Signal-Client-Id; ws: the envelope's clientId
+    std::string name;                 // http: X-Pode-Signal-Name; ws: the envelope's path when path is unset
     std::vector<std::string> groups;  // http: X-Pode-Signal-Group (comma-joined); ws: envelope group
     std::optional<std::string> path;  // ws only: the envelope's path
     bool direct = false;              // ws only
