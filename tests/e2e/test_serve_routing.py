@@ -481,17 +481,14 @@ def test_concurrent_duplicates_leave_exactly_one_connection(serve):
     for w in workers:
         w.join(20)
     assert all(isinstance(w, RawWS) for w in socks)
-    replaced = 0
-    survivors = []
+    conns = connections(s.port)
+    assert [c["clientId"] for c in conns] == ["dup"], conns
+    port = int(conns[0]["remote"].rsplit(":", 1)[1])
+    survivors = [w for w in socks if w.local_port() == port]
+    assert len(survivors) == 1, conns
     for w in socks:
-        try:
-            code = w.expect_close(timeout=1.5)
-            assert code == (1000, "replaced"), code
-            replaced += 1
-        except TimeoutError:
-            survivors.append(w)
-    assert (replaced, len(survivors)) == (n - 1, 1)
-    assert [c["clientId"] for c in connections(s.port)] == ["dup"]
+        if w is not survivors[0]:
+            assert w.expect_close() == (1000, "replaced")
     assert push(s.port, "survivor", client_id="dup", name="Chat").json() == {"delivered": 1}
     assert survivors[0].recv() == "survivor"
     for w in socks:
