@@ -43,8 +43,12 @@ result<options> resolve(options o) {
     if (o.size == 0) return bad("--size must be at least 1 byte");
     if (o.size > (64ull << 20) - 1024) return bad("--size must be below 64MiB");
     if (o.duration.count() <= 0) return bad("--duration must be more than 0");
+    constexpr std::chrono::hours day{24};
+    if (o.duration > day || o.warmup > day || o.connect_timeout > day || o.broadcast_timeout > day)
+        return bad("--duration, --warmup and the timeouts must be at most 24h");
     if (o.warmup.count() < 0) return bad("--warmup must not be negative");
     if (o.connect_timeout.count() <= 0) return bad("--connect-timeout must be more than 0");
+    if (o.broadcast_timeout.count() <= 0) return bad("--broadcast-timeout must be more than 0");
     bool const fanout = o.mode == mode::fanout;
     if (!fanout && (!o.sub_path.empty() || !o.pub_path.empty() || o.name || o.via != publish_via::ws || o.raw))
         return bad("--sub-path, --pub-path, --name, --via and --raw only apply to --mode fanout");

@@ -32,6 +32,7 @@ enum class fail : std::uint8_t {
     push_status,
     bad_message,
     lost,
+    local,
     count_
 };
 inline constexpr std::size_t fail_kinds = static_cast<std::size_t>(fail::count_);
@@ -141,6 +142,7 @@ private:
     std::int64_t now_ = 0;
     bool started_ = false;
     bool stopping_ = false;
+    bool draining_ = false;
     std::int64_t stop_deadline_ = 0;
     std::int64_t next_sweep_ = 0;
     std::uint64_t total_errors_ = 0;

@@ -50,6 +50,7 @@ char const* fail_name(fail f) {
         case fail::push_status: return "push not 2xx";
         case fail::bad_message: return "unexpected message";
         case fail::lost: return "broadcast lost";
+        case fail::local: return "local socket error";
         case fail::count_: break;
     }
     return "error";
@@ -143,18 +144,22 @@ void loop::arm(conn& c, bool out) {
 }
 
 void loop::handshake_ended(conn& c) {
-    if (c.s == state::connecting || c.s == state::upgrading) {
-        if (pending_ > 0) --pending_;
-        while (pending_ < max_handshakes_in_flight && !queue_.empty()) {
-            auto const next = queue_.front();
-            queue_.pop_front();
-            start_connect(next);
-        }
-    }
+    bool const was_pending = c.s == state::connecting || c.s == state::upgrading;
+    if (was_pending && pending_ > 0) --pending_;
     if (c.in_setup) {
         c.in_setup = false;
         sh_.setup_pending.fetch_sub(1, std::memory_order_acq_rel);
     }
+    // Start queued connections; a start that fails at once ends up here again, so only the
+    // outermost call drains (no recursion as deep as the queue).
+    if (!was_pending || draining_) return;
+    draining_ = true;
+    while (pending_ < max_handshakes_in_flight && !queue_.empty() && !stopping_) {
+        auto const next = queue_.front();
+        queue_.pop_front();
+        start_connect(next);
+    }
+    draining_ = false;
 }
 
 void loop::connect_or_queue(std::uint32_t i) {
@@ -177,7 +182,8 @@ void loop::start_connect(std::uint32_t i) {
     c.s = state::connecting;
     int const fd = ::socket(sh_.ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        failed(i, fail::refused, fmt::format("socket: {}", std::strerror(errno)), exit_code::unavailable);
+        failed(i, fail::local, fmt::format("cannot open a socket: {} (raise the file limit: ulimit -n)", std::strerror(errno)),
+               exit_code::config);
         return;
     }
     c.fd = fd;
@@ -191,6 +197,11 @@ void loop::start_connect(std::uint32_t i) {
     int const rc = ::connect(fd, reinterpret_cast<sockaddr const*>(&sh_.ep.addr), sh_.ep.addr_len);
     if (rc < 0 && errno != EINPROGRESS) {
         int const e = errno;
+        if (e == EADDRNOTAVAIL || e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+            failed(i, fail::local, fmt::format("cannot connect: {} (out of local ports or memory)", std::strerror(e)),
+                   exit_code::config);
+            return;
+        }
         failed(i, e == ECONNREFUSED ? fail::refused : fail::reset,
                fmt::format("cannot connect to {}:{}: {}", sh_.ep.host, sh_.ep.port, std::strerror(e)),
                exit_code::unavailable);
@@ -729,7 +740,8 @@ void loop::on_message(conn& c, std::uint8_t, char const* p, std::size_t n) {
         case role::sub: {
             auto const* hash = static_cast<char const*>(std::memchr(p, '#', n));
             std::uint64_t seq = 0;
-            if (!hash || static_cast<std::size_t>(p + n - hash) < 17 || !get_hex16(hash + 1, seq)) {
+            if (!hash) return;  // not one of ours (a greeting, another publisher): ignored
+            if (static_cast<std::size_t>(p + n - hash) < 17 || !get_hex16(hash + 1, seq)) {
                 count_error(fail::bad_message);
                 return;
             }
