@@ -603,6 +603,15 @@ def raw_http(port, data, timeout=DEADLINE, tls=None):
         s.close()
 
 
+def sanitized_build(binary):
+    """True when the wsig binary is linked against a sanitizer runtime (RSS and timing differ there)."""
+    try:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=DEADLINE).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(lib in out for lib in ("libasan", "libtsan", "libubsan", "liblsan"))
+
+
 def healthy(port, tls=None):
     r = http(port, "GET", "/healthz", tls=tls)
     return r.status == 200 and r.body.strip() == b"ok"

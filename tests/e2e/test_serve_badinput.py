@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from conftest import run_wsig
+from conftest import WSIG, run_wsig
 from helpers_serve import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, WSClosed,
-                           connections, envelope, frame, healthy, http, metric_value, push, raw_http, sync_self,
-                           text_frame, wait_connections)
+                           connections, envelope, frame, healthy, http, metric_value, push, raw_http, sanitized_build,
+                           sync_self, text_frame, wait_connections)
 
 ROUTES = ["--route", "/chat=Chat", "--route", "/news=News"]
 
@@ -314,11 +314,11 @@ def test_a_client_that_vanishes_without_a_close_is_removed(serve, reset):
 
 
 def test_a_peer_that_stops_answering_pings_is_closed(serve):
-    s = serve(*ROUTES, "--ping-interval", "200ms")
+    s = serve(*ROUTES, "--ping-interval", "400ms")
     mute = RawWS.open(s.port, "/chat")  # never reads, so never answers a ping
     live = RawWS.open(s.port, "/chat")
     pings = 0
-    while pings < 5:  # the live one answers five pings; meanwhile the mute one must be dropped
+    while pings < 4:  # the live one answers four pings; meanwhile the mute one must be dropped
         f = live.recv_frame(5)
         if f.opcode == OP_PING:
             live.send_frame(OP_PONG, f.payload)
@@ -410,6 +410,8 @@ def rss_kib(pid):
 
 @pytest.mark.parametrize("policy", ["drop", "close"])
 def test_memory_stays_bounded_with_many_slow_readers(serve, policy):
+    if sanitized_build(WSIG):
+        pytest.skip("RSS says nothing under a sanitizer: freed memory stays in its quarantine")
     # 20 readers that never read and a 12.5 MiB flood: with bounded queues (and one shared buffer per
     # broadcast) the server holds a small part of it, never the whole flood
     s = serve("--route", "/flood=Flood", "--route", "/src=Src", "--send-queue", "256KiB", "--slow-client", policy)
