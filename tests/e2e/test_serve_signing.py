@@ -174,3 +174,23 @@ def test_strict_uses_the_ipv6_peer_address(serve, secret_file):
     a = RawWS.open(s.port, "/chat", addr="::1", headers={"User-Agent": "wsig-test/1.0"})
     assert_signed_guid(a.client_id, user_agent="wsig-test/1.0", ip="::1")
     a.close()
+
+
+def test_secret_file_wins_over_wsig_secret(serve, secret_file):
+    s = serve(*ROUTES, "--secret-file", secret_file, env={"WSIG_SECRET": "from-the-env"})
+    a = RawWS.open(s.port, "/chat")
+    assert_signed_guid(a.client_id)  # signed with the file's secret
+    a.close()
+
+
+def test_strict_query_client_id_signed_for_this_user_agent_is_kept_for_another_refused(serve, secret_file):
+    s = serve(*ROUTES, "--secret-file", secret_file, "--strict", "--accept-client-id")
+    signed = openssl_sign("12345", SECRET, user_agent="wsig-test/1.0", ip="127.0.0.1")
+    q = signed.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    a = RawWS.open(s.port, "/chat?clientId=" + q, headers={"User-Agent": "wsig-test/1.0"})
+    assert a.client_id == signed
+    other = RawWS(s.port, "/chat?clientId=" + q, headers={"User-Agent": "someone-else/2.0"})
+    assert 400 <= other.handshake.status < 500, other.handshake.raw
+    other.sock.close()
+    assert [c["clientId"] for c in connections(s.port)] == [signed]
+    a.close()
