@@ -568,3 +568,24 @@ def test_max_connections_holds_under_concurrent_upgrades_and_leaves_http_alone(s
                 if isinstance(r, RawWS):
                     r.drop(reset=True)
         assert s.stop() == 0
+
+
+def test_a_chunked_push_body_and_an_upgrade_after_keep_alive_requests(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    try:
+        c.sendall(b"POST /signal HTTP/1.1\r\nHost: x\r\nX-Pode-Signal-Client-Id: " + a.client_id.encode()
+                  + b"\r\nX-Pode-Signal-Name: Chat\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  + b"5\r\nchunk\r\n8\r\ned hello\r\n0\r\n\r\n")
+        head = c.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert a.recv() == "chunked hello"
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 200"), "keep-alive"
+        c.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    finally:
+        c.close()
+    a.close()
