@@ -612,6 +612,22 @@ def sanitized_build(binary):
     return any(lib in out for lib in ("libasan", "libtsan", "libubsan", "liblsan"))
 
 
+def read_response(sock, timeout=DEADLINE):
+    """One whole HTTP response (head + Content-Length body) from a socket: (Handshake, body)."""
+    deadline = time.monotonic() + timeout
+    head, rest = _read_head(sock, b"", deadline)
+    hs = Handshake(head)
+    n = int(hs.get("Content-Length", "0"))
+    while len(rest) < n:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    assert len(rest) == n, f"unexpected bytes after the response: {rest!r}"
+    return hs, rest
+
+
 def healthy(port, tls=None):
     r = http(port, "GET", "/healthz", tls=tls)
     return r.status == 200 and r.body.strip() == b"ok"

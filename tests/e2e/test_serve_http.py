@@ -2,6 +2,7 @@
 Pode's order and casing (pode-wire.md section 1), the push API POST /signal (request-header
 mechanism and broadcast), the admin API /signal/connections, /healthz, /metrics, and the guards
 --api-key-file, --max-connections and --allow-origin."""
+import json
 import re
 import socket
 import threading
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from helpers_serve import (GUID_RE, Peer, RawWS, accept_for, connections, healthy, http, metric_value, push,
-                           sync_self, wait_connections)
+                           read_response, sync_self, wait_connections)
 
 ROUTES = ["--route", "/chat=Chat", "--route", "/team=Team,group=Blue"]
 
@@ -578,14 +579,14 @@ def test_a_chunked_push_body_and_an_upgrade_after_keep_alive_requests(serve):
         c.sendall(b"POST /signal HTTP/1.1\r\nHost: x\r\nX-Pode-Signal-Client-Id: " + a.client_id.encode()
                   + b"\r\nX-Pode-Signal-Name: Chat\r\nTransfer-Encoding: chunked\r\n\r\n"
                   + b"5\r\nchunk\r\n8\r\ned hello\r\n0\r\n\r\n")
-        head = c.recv(4096)
-        assert head.startswith(b"HTTP/1.1 200"), head
+        hs, body = read_response(c)
+        assert (hs.status, json.loads(body)) == (200, {"delivered": 1}), (hs.raw, body)
         assert a.recv() == "chunked hello"
         c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert c.recv(4096).startswith(b"HTTP/1.1 200"), "keep-alive"
+        assert read_response(c)[0].status == 200, "keep-alive"
         c.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        assert c.recv(4096).startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        assert read_response(c)[0].status_line == "HTTP/1.1 101 Switching Protocols"
     finally:
         c.close()
     a.close()
