@@ -76,7 +76,7 @@ void print_progress(bench::progress const& p, bench::mode m) {
                            : m == bench::mode::fanout  ? "deliveries/s"
                            : m == bench::mode::connect ? "conn/s"
                                                        : "";
-        line = fmt::format("[{:5.1f}s/{:.0f}s]{} {:>12.0f} {}  {} open  {} errors", p.elapsed_s, p.total_s,
+        line = fmt::format("[{:5.1f}s/{:.1f}s]{} {:>12.0f} {}  {} open  {} errors", p.elapsed_s, p.total_s,
                            p.warming_up ? " warm-up" : "", p.rate, what, p.open, p.errors);
     }
     fmt::print(stderr, "\r\x1b[K{}", line);

@@ -146,6 +146,7 @@ private:
     std::int64_t stop_deadline_ = 0;
     std::int64_t next_sweep_ = 0;
     std::uint64_t total_errors_ = 0;
+    std::uint64_t traffic_ = 0;  // completions including the warm-up (for progress)
     std::int64_t open_ = 0;
 
     // Fan-out publisher state (loop 0 only).

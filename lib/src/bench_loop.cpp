@@ -274,13 +274,13 @@ void loop::run() {
             if (i >= conns_.size() || conns_[i].gen != gen || conns_[i].fd < 0) continue;
             on_event(i, events[static_cast<std::size_t>(k)].events);
         }
-        progress_messages.store(messages, std::memory_order_relaxed);
+        progress_messages.store(traffic_, std::memory_order_relaxed);
     }
     for (auto& c : conns_) {
         set_open(c, false);
         close_fd(c);
     }
-    progress_messages.store(messages, std::memory_order_relaxed);
+    progress_messages.store(traffic_, std::memory_order_relaxed);
 }
 
 void loop::begin_traffic() {
@@ -556,6 +556,7 @@ void loop::on_open(std::uint32_t i) {
     c.ever_open = true;
     switch (c.r) {
         case role::connector:
+            ++traffic_;
             if (in_window()) {
                 hist.record(latency);
                 ++messages;
@@ -729,6 +730,7 @@ void loop::on_message(conn& c, std::uint8_t, char const* p, std::size_t n) {
                 c.sent.pop_front();
             }
             ok = ok && sent_at > 0 && sent_at <= now_;
+            ++traffic_;
             if (!ok) count_error(fail::bad_message);
             else if (in_window()) {
                 hist.record(static_cast<std::uint64_t>(now_ - sent_at));
@@ -748,6 +750,7 @@ void loop::on_message(conn& c, std::uint8_t, char const* p, std::size_t n) {
             slot& s = sh_.slots[seq & sh_.slot_mask];
             if (s.seq.load(std::memory_order_acquire) != seq) return;  // a broadcast already given up
             bool const window = in_window();
+            ++traffic_;
             if (window) ++messages;
             if (s.remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 if (window) {

@@ -104,7 +104,7 @@ struct progress {
     bool setting_up = false;
     double elapsed_s = 0;  // since traffic started (including warm-up)
     double total_s = 0;
-    std::uint64_t messages = 0;  // in the measured window so far
+    std::uint64_t messages = 0;  // completed so far, warm-up included
     double rate = 0;             // over the last interval
     std::uint32_t open = 0;
     std::uint64_t errors = 0;
