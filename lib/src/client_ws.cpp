@@ -61,8 +61,8 @@ bool is_normal_close(int code) {
 
 bool is_connection_loss(error_code const& ec) {
     return ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-           ec == asio::error::connection_aborted || ec == asio::ssl::error::stream_truncated ||
-           ec == beast::error::timeout || ec == asio::error::timed_out;
+           ec == asio::error::connection_aborted || ec == asio::error::not_connected ||
+           ec == asio::ssl::error::stream_truncated || ec == beast::error::timeout || ec == asio::error::timed_out;
 }
 
 std::string header_value(http::fields const& f, std::string_view name) {
@@ -189,6 +189,9 @@ private:
             apply_headers(req, o.headers);
         }));
         ws_.read_message_max(opts_.max_message_size);
+        ws_.control_callback([this](websocket::frame_type kind, std::string_view) {
+            if (kind == websocket::frame_type::close) got_close_frame_ = true;
+        });
         // Pode loses frames of a fragmented message with pings in between: one frame per message.
         ws_.auto_fragment(false);
         ws_.async_handshake(res_, url_.host_header(), url_.target,
@@ -247,7 +250,9 @@ private:
     }
 
     void on_read_error(error_code ec) {
-        if (ec == websocket::error::closed) {
+        // Pode sends an empty close frame and drops TCP at once: Beast's reply then fails with
+        // ENOTCONN/EPIPE, but the server did close properly, so that counts as its close.
+        if (ec == websocket::error::closed || (got_close_frame_ && is_connection_loss(ec))) {
             conn_end e = base_end();
             e.close_frame = true;
             e.server_closed = !closing_;
@@ -325,6 +330,7 @@ private:
     bool close_requested_ = false;
     bool closing_ = false;
     bool ended_ = false;
+    bool got_close_frame_ = false;  // the server's close frame arrived (even if the TCP teardown failed)
 };
 
 }  // namespace

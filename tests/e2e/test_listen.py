@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from conftest import DEADLINE, WSIG, run_wsig
-from peers import HttpPeer, RawHttpPeer, WsPeer, free_port, jsonl, make_cert, server_tls_context
+from conftest import DEADLINE, WSIG, read_line, run_wsig
+from peers import (HttpPeer, RawHttpPeer, WsPeer, accept_key, free_port, jsonl, make_cert,
+                   server_tls_context)
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 POD_HEADERS = {"X-Pode-Signal-Client-Id": "0f0e0d0c-1111-2222-3333-444455556666",
@@ -539,3 +540,49 @@ def test_bare_reconnect_before_the_url_has_no_limit(peers):
 def test_reconnect_with_a_bad_count_is_a_usage_error():
     r = listen("ws://127.0.0.1:1/", "--reconnect=many")
     assert r.returncode == 2
+
+
+def pode_like_101(head: bytes, frames: bytes) -> bytes:
+    """Pode's wire: a 101 with X-Pode-Signal-* headers, unmasked frames, then an empty close frame
+    (no status code: 1005) and the TCP connection dropped at once (pode-wire.md, Appendix A)."""
+    key = re.search(rb"(?im)^sec-websocket-key:\s*(\S+)", head).group(1).decode()
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n"
+            b"X-Pode-Signal-Client-Id: 8b1d7c6e-0000-4000-8000-000000000001\r\nX-Pode-Signal-Name: Msg\r\n\r\n"
+            + frames + b"\x88\x00")
+
+
+def test_pode_style_empty_close_frame_ends_with_0(peers, tmp_path):
+    p = peers(RawHttpPeer, lambda head: pode_like_101(head, b"\x81\x05hello\x81\x03bye"))
+    r = listen(p.url + "/msg", "--id-file", tmp_path / "id")
+    assert (r.returncode, r.stdout) == (0, b"hello\nbye\n"), r.stderr
+    assert (tmp_path / "id").read_text() == "8b1d7c6e-0000-4000-8000-000000000001\n"
+    assert b"X-Pode-Signal-Name: Msg" in r.stderr
+
+
+def test_pode_style_close_before_count_exits_1(peers):
+    p = peers(RawHttpPeer, lambda head: pode_like_101(head, b"\x81\x05hello"))
+    r = listen(p.url + "/msg", "--count", 2, "-o", "jsonl")
+    assert r.returncode == 1, r.stderr
+    events = jsonl(r.stdout.decode())
+    assert [e["event"] for e in events] == ["open", "message", "close", "error"]
+    assert events[2]["code"] == 1005 and events[3]["exit_code"] == 1
+
+
+def test_each_message_is_flushed_while_the_connection_stays_open(peers):
+    async def script(ws, peer):
+        await ws.send("first")
+        await peer.drain(ws)
+    p = peers(WsPeer, script)
+    proc = subprocess.Popen([WSIG, "listen", p.url], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert read_line(proc) == "first"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert p.wait_closed()[0] == 1000
