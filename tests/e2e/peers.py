@@ -214,3 +214,70 @@ def accept_key(key: str) -> str:
 
 def jsonl(text):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def read_frame(conn):
+    """One client frame from a socket: (opcode, unmasked payload)."""
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("peer closed")
+            buf += chunk
+        return buf
+    b0, b1 = exact(2)
+    length = b1 & 0x7F
+    if length == 126:
+        length = int.from_bytes(exact(2), "big")
+    elif length == 127:
+        length = int.from_bytes(exact(8), "big")
+    mask = exact(4) if b1 & 0x80 else b"\0\0\0\0"
+    data = exact(length)
+    return b0 & 0x0F, bytes(c ^ mask[i % 4] for i, c in enumerate(data))
+
+
+class PodeLikePeer:
+    """Pode's side of the wire, as pode-wire.md Appendix A describes it: a 101 with X-Pode-Signal-*
+    headers; records the client's frames; answers the client's close with an EMPTY close frame (no
+    status code) and drops TCP at once."""
+
+    def __init__(self, client_id="8b1d7c6e-0000-4000-8000-000000000001", name="Msg"):
+        self.client_id, self.name = client_id, name
+        self.frames = queue.Queue()  # (opcode, payload) of every client frame, the close included
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(DEADLINE)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            key = [l.split(b":", 1)[1].strip().decode() for l in head.split(b"\r\n")
+                   if l.lower().startswith(b"sec-websocket-key:")][0]
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n"
+                         b"X-Pode-Signal-Client-Id: " + self.client_id.encode() + b"\r\n"
+                         b"X-Pode-Signal-Name: " + self.name.encode() + b"\r\n\r\n")
+            try:
+                while True:
+                    opcode, payload = read_frame(conn)
+                    self.frames.put((opcode, payload))
+                    if opcode == 0x8:
+                        conn.sendall(b"\x88\x00")
+                        break
+            except (OSError, EOFError):
+                pass
+
+    def stop(self):
+        self.sock.close()

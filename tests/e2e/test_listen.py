@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import DEADLINE, WSIG, read_line, run_wsig
-from peers import (HttpPeer, RawHttpPeer, WsPeer, accept_key, free_port, jsonl, make_cert,
+from peers import (HttpPeer, PodeLikePeer, RawHttpPeer, WsPeer, accept_key, free_port, jsonl, make_cert,
                    server_tls_context)
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -586,3 +586,11 @@ def test_each_message_is_flushed_while_the_connection_stays_open(peers):
             proc.kill()
             proc.wait()
     assert p.wait_closed()[0] == 1000
+
+
+def test_our_close_answered_pode_style_exits_0(peers):
+    p = peers(PodeLikePeer)
+    r = listen(p.url + "/msg", "--stdin", "--exit-on-eof", "--raw", input=b"one\n")
+    assert r.returncode == 0, r.stderr
+    assert p.frames.get(timeout=DEADLINE) == (0x1, b"one")
+    assert p.frames.get(timeout=DEADLINE)[0] == 0x8

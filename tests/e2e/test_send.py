@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import DEADLINE, WSIG, read_line, run_wsig
-from peers import HttpPeer, WsPeer, free_port, make_cert, server_tls_context
+from peers import HttpPeer, PodeLikePeer, WsPeer, free_port, make_cert, server_tls_context
 
 
 @pytest.fixture
@@ -297,3 +297,12 @@ def test_wss_envelope_with_cacert(peers, cert):
     assert r.returncode == 0, r.stderr
     assert p.received == ['{"message":"hi","path":"Chat"}']
     assert p.wait_closed() == (1000, "")
+
+
+def test_ws_send_to_a_pode_style_server_that_answers_close_empty_and_drops(peers):
+    p = peers(PodeLikePeer)
+    r = send(p.url + "/msg", "hello", "--path", "Msg")
+    assert r.returncode == 0, r.stderr
+    assert p.frames.get(timeout=DEADLINE) == (0x1, b'{"message":"hello","path":"Msg"}')
+    opcode, payload = p.frames.get(timeout=DEADLINE)
+    assert (opcode, payload[:2]) == (0x8, (1000).to_bytes(2, "big"))
