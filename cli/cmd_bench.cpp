@@ -138,9 +138,9 @@ not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --thr
         ->check(CLI::Range(1u, 256u));
     app->add_flag("--binary", o->binary, "Send binary frames instead of text");
     app->add_option("--sub-path", o->sub_path, "fanout: the path subscribers connect to (default: the URL's path)")
-        ->type_name("PATH");
+        ->type_name("URLPATH");
     app->add_option("--pub-path", o->pub_path, "fanout: the path the publisher connects to (default: the URL's path)")
-        ->type_name("PATH");
+        ->type_name("URLPATH");
     app->add_option("--name", o->name,
                     "fanout: the signal Name to broadcast to: the envelope's \"path\", or X-Pode-Signal-Name with "
                     "--via push")
@@ -148,7 +148,7 @@ not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --thr
     app->add_option("--via", o->via, "fanout: publish with a ws envelope (default) or an HTTP push (POST --push-path)")
         ->check(CLI::IsMember({"ws", "push"}));
     app->add_option("--push-path", o->push_path, "fanout --via push: the push endpoint (default /signal)")
-        ->type_name("PATH");
+        ->type_name("URLPATH");
     app->add_flag("--raw", o->raw, "fanout: publish the bare payload, not a Pode envelope (for plain broadcast servers)");
     app->add_option("--connect-timeout", o->connect_timeout,
                     "Per connection: TCP connect plus the upgrade must finish within it (default 10s)")
