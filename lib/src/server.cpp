@@ -424,6 +424,21 @@ bool wants_upgrade(request const& req) {
     return websocket_upgrade_header(req) || req.count(http::field::sec_websocket_key) > 0;
 }
 
+namespace {
+
+// Counts the connection in before anything else can: check and increment are one atomic step,
+// so concurrent upgrades cannot overshoot --max-connections. The session gives the slot back.
+std::optional<response> reserve_slot(server_state& st, request const& req) {
+    auto before = st.ws_count.fetch_add(1);
+    if (st.opts.max_connections == 0 || before < st.opts.max_connections) return std::nullopt;
+    --st.ws_count;
+    auto res = make_response(req, http::status::service_unavailable, "too many connections\n");
+    res.set(http::field::retry_after, "1");
+    return res;
+}
+
+}  // namespace
+
 std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote) {
     auto t = parse_target(req.target());
     auto m = match_route(st, t.path);
@@ -447,22 +462,27 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         }
     }
     if (st.stopping) return make_response(req, http::status::service_unavailable, "server is shutting down\n");
-    if (st.opts.max_connections > 0 && st.ws_count.load() >= st.opts.max_connections) {
-        auto res = make_response(req, http::status::service_unavailable, "too many connections\n");
-        res.set(http::field::retry_after, "1");
-        return res;
-    }
     upgrade_plan plan{m->kind, {}};
     auto& info = plan.info;
     info.path = std::string(t.path);
     info.remote = peer_string(remote);
     info.since = std::chrono::system_clock::now();
     info.scope = m->scope;
-    if (m->kind == session_kind::echo) return plan;
+    if (m->kind == session_kind::echo) {
+        if (auto r = reserve_slot(st, req)) return std::move(*r);
+        return plan;
+    }
     info.name = m->name;
     info.group = m->group;
     if (info.group.empty())
-        if (auto g = t.get("group")) info.group = *g;
+        if (auto g = t.get("group")) {
+            // It goes into the 101's header block: no control characters, a sane length.
+            if (g->size() > 256 || std::any_of(g->begin(), g->end(), [](char c) {
+                    return static_cast<unsigned char>(c) < 0x20 || c == 0x7F;
+                }))
+                return make_response(req, http::status::bad_request, "group must be printable, at most 256 bytes\n");
+            info.group = *g;
+        }
     auto const& signing = st.opts.signing;
     auto key = signing.enabled ? signing.key_for(trim(req[http::field::user_agent]), peer_ip(remote)) : std::string();
     std::optional<std::string> chosen;
@@ -488,6 +508,7 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
     } else {
         info.client_id = signing.enabled ? sign(new_client_id(), key) : new_client_id();
     }
+    if (auto r = reserve_slot(st, req)) return std::move(*r);
     return plan;
 }
 
@@ -777,6 +798,8 @@ int run_server(server_options options) {
     }
     lis.start();
     auto url = url_for(*local, tls.has_value());
+    // Before the URL line: a signal that follows the line at once must already be ours to handle.
+    net::signal_set signals(ioc, SIGINT, SIGTERM);
 
     // The ready file first: whoever reads the stdout line may look for the file at once.
     if (!o.ready_file.empty() && !write_ready_file(o.ready_file, url)) {
@@ -789,7 +812,6 @@ int run_server(server_options options) {
     st.log.log(severity::info, fmt::format("listening on {} ({} thread{}){}", url, threads, threads == 1 ? "" : "s",
                                            o.demo ? fmt::format("; demo: open {}/", url) : ""));
 
-    net::signal_set signals(ioc, SIGINT, SIGTERM);
     net::steady_timer drain(ioc);
     auto deadline = std::chrono::steady_clock::now();
     bool aborted = false;

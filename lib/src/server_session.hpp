@@ -167,7 +167,7 @@ public:
     // Registers the connection (before the 101 is written), then answers the handshake.
     void run(request req) {
         ws_.next_layer().set_owner(std::weak_ptr<gate_owner>(this->shared_from_this()));
-        ++st_.ws_count;
+        // ws_count was taken by plan_upgrade (the --max-connections reservation); finish() gives it back.
         st_.add_live(this->shared_from_this());
         if (kind_ != session_kind::echo) {
             if (auto old = st_.reg.add(this->shared_from_this())) old->close(1000, "replaced");
