@@ -20,7 +20,8 @@ constexpr char const* examples = R"~(Examples:
   wsig verify "s:12345.zgyE7UM25VQqgsXZg+Ncg1byFeChtn/4Xsrnt6rumwQ=" --secret-file secret
 
 Exit codes: 0 ok, 1 negative answer, 2 usage, 65 bad data, 66 no input, 67 unknown addressee,
-69 unavailable, 76 protocol, 77 permission, 78 configuration, 124 timeout, 130/143 signal.
+69 unavailable, 76 protocol, 77 permission, 78 configuration, 99 threshold, 124 timeout,
+130/143 signal.
 `wsig help exit-codes` explains each one.)~";
 
 std::string exit_code_text() {

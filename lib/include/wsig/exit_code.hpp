@@ -16,6 +16,7 @@ enum class exit_code : int {
     protocol = 76,       // upgrade not 101, bad accept key, TLS failure, close 1002/1007/1009
     no_permission = 77,  // 401/403, bad signature
     config = 78,         // bad certificate, unreadable secret or key file, port in use
+    threshold = 99,      // bench: the run finished but a --threshold did not hold (as k6)
     timeout = 124,       // --timeout expired
     sigint = 130,
     sigterm = 143,
@@ -27,7 +28,7 @@ struct exit_code_doc {
 };
 
 // The table printed by `wsig help exit-codes` and used in --help; one source for both.
-extern exit_code_doc const exit_code_table[13];
+extern exit_code_doc const exit_code_table[14];
 
 constexpr int to_int(exit_code c) { return static_cast<int>(c); }
 
