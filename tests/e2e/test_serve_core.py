@@ -543,3 +543,88 @@ def test_demo_date_goes_to_every_msg_client(serve):
     assert b"http://" not in body and b"https://" not in body  # nothing external
     a.close()
     b.close()
+
+
+# --- the write gate: Beast's control frames and raw data frames share one socket -------------------
+
+def test_pongs_never_land_inside_data_frames_under_a_flood(serve):
+    # Pongs are written by Beast, data frames by the raw gathered write: the gate keeps them whole.
+    s = serve(*ROUTES, "--threads", "2")
+    a, b = Raw(s.port, "/chat"), Raw(s.port, "/other")
+    n = 300
+    batch = b""
+    for i in range(n):
+        batch += Raw.encode(0x1, json.dumps({"message": f"{i:04d}" + "x" * 3000, "path": "Other"}))
+        batch += Raw.encode(0x9, f"p{i}")  # b gets a's messages, a gets its pongs
+    a.sock.sendall(batch)
+    b.sock.sendall(b"".join(Raw.encode(0x9, f"q{i}") for i in range(n)))
+    got, pongs_a, pongs_b = [], [], []
+    while len(got) < n or len(pongs_b) < n:
+        fin, op, data = b.frame()
+        assert fin
+        if op == 0xA:
+            pongs_b.append(data.decode())
+        else:
+            assert op == 0x1, op
+            got.append(data.decode()[:4])
+    while len(pongs_a) < n:
+        fin, op, data = a.frame()
+        assert fin and op == 0xA, op
+        pongs_a.append(data.decode())
+    assert got == [f"{i:04d}" for i in range(n)]
+    assert pongs_b == [f"q{i}" for i in range(n)]  # pongs echo the ping payload, in order
+    assert pongs_a == [f"p{i}" for i in range(n)]
+    a.close()
+    b.close()
+
+
+def test_data_queued_before_a_close_goes_out_before_it(serve):
+    s = serve(*ROUTES, "--accept-client-id")
+    old = Raw(s.port, "/chat?clientId=dup")
+    src = Raw(s.port, "/other")
+    # many messages to `old`, then the replacement that closes it: all of them come before the close
+    src.sock.sendall(b"".join(Raw.encode(0x1, json.dumps({"message": str(i), "path": "Chat"})) for i in range(200)))
+    assert old.recv() == "0"
+    new = Raw(s.port, "/chat?clientId=dup")
+    got = ["0"]
+    with pytest.raises(Closed) as closed:
+        while True:
+            got.append(old.recv())
+    assert closed.value.code == 1000 and closed.value.reason == "replaced"
+    assert got == [str(i) for i in range(len(got))]
+    for w in (src, new):
+        w.close()
+
+
+def test_a_peer_that_never_answers_pings_is_dropped_and_one_that_does_stays(serve):
+    s = serve(*ROUTES, "--ping-interval", "200ms")
+    mute = Raw(s.port, "/chat")
+    live = Raw(s.port, "/other")
+    # `mute` reads nothing: its socket ends within a few intervals (no close handshake for the dead)
+    deadline = time.monotonic() + DEADLINE
+    ended = False
+    while time.monotonic() < deadline and not ended:
+        try:
+            mute.sock.settimeout(0.2)
+            if mute.sock.recv(65536) == b"":
+                ended = True
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            ended = True
+        try:
+            live.recv(0.05)  # answers the server's pings
+        except TimeoutError:
+            pass
+    assert ended
+    # `live` answers pings (Raw.recv pongs them) and still gets messages after many intervals
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        try:
+            live.recv(0.1)
+        except TimeoutError:
+            pass
+    status, _, _ = push(s.port, "still here", name="Other", client_id=live.client_id)
+    assert status == 200
+    assert live.recv() == "still here"
+    live.close()
