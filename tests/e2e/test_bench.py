@@ -150,6 +150,15 @@ def test_echo_against_python_websockets(peer):
     assert s["latency_samples"] == s["messages"]
 
 
+def test_echo_over_several_threads(peer):
+    server = peer(echo_handler)
+    p = bench(f"{server.url}/", "-c", 7, "--threads", 3, "--duration", "1s", "--warmup", "0", "--output", "json")
+    assert p.returncode == 0, p.stderr
+    s = summary(p)
+    assert s["threads"] == 3 and s["connected"] == 7 and s["open_at_end"] == 7, s
+    assert s["messages"] > 0 and s["errors"] == 0, s
+
+
 def test_echo_text_table_by_default(peer):
     server = peer(echo_handler)
     p = bench(f"{server.url}/", "-c", 2, "--duration", "1s", "--warmup", "0")
@@ -313,13 +322,15 @@ def test_help_lists_examples():
 # ---------------------------------------------------------------------------------------------
 # fan-out, connect, idle
 
-def test_fanout_against_a_python_broadcaster(peer):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fanout_against_a_python_broadcaster(peer, threads):
     server = peer(broadcaster)
     p = bench(server.url, "--mode", "fanout", "--sub-path", "/sub", "--pub-path", "/pub", "--name", "Sub",
-              "-c", 20, "--in-flight", 4, "--duration", "1s", "--warmup", "200ms", "--output", "json")
+              "-c", 20, "--in-flight", 4, "--duration", "1s", "--warmup", "200ms", "--output", "json",
+              "--threads", threads)
     assert p.returncode == 0, p.stderr
     s = summary(p)
-    assert s["mode"] == "fanout" and s["connected"] == 20, s
+    assert s["mode"] == "fanout" and s["connected"] == 20 and s["threads"] == threads, s
     assert s["broadcasts"] > 0 and s["lost"] == 0 and s["errors"] == 0, s
     # Every broadcast counted reached all 20 subscribers (up to the ones straddling the window edges).
     assert abs(s["messages"] - 20 * s["broadcasts"]) <= 20 * 8, s
