@@ -1,6 +1,7 @@
 """`wsig serve` with a certificate (SPEC.md section 3): HTTPS and WSS on the same port, from PEM
 (--tls-cert/--tls-key) or PKCS#12 (--pfx/--pfx-password-file); bad or unreadable certificates exit 78.
 The certificates are made here with the openssl command line; the peers are Python's ssl module."""
+import signal
 import subprocess
 
 import pytest
@@ -119,3 +120,40 @@ def test_bad_or_unreadable_certificate_exits_78(certs, case):
     assert r.returncode == 78, (r.returncode, r.stdout, r.stderr)
     assert r.stdout == ""
     assert r.stderr.strip() != ""
+
+
+def test_a_slow_reader_over_tls_is_closed_1008_and_the_fast_one_gets_everything(serve, certs):
+    s = serve("--route", "/flood=Flood", "--route", "/src=Src", "--send-queue", "64KiB", "--slow-client", "close",
+              *tls_args(certs))
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    slow = RawWS.open(s.port, "/flood", rcvbuf=4096, tls=ctx)
+    fast = RawWS.open(s.port, "/flood", tls=ctx)
+    src = RawWS.open(s.port, "/src", tls=ctx)
+    for i in range(600):  # in lockstep with the fast reader
+        src.send_env(f"{i:06d}:" + "t" * 16384, path="Flood")
+        assert fast.recv().startswith(f"{i:06d}:")
+    assert slow.expect_close(20) == (1008, "too slow")
+    slow.expect_eof()
+    slow.sock.close()
+    fast.close()
+    src.close()
+
+
+def test_sigterm_closes_tls_clients_with_1001(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs))
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    clients = [RawWS.open(s.port, "/chat", tls=ctx) for _ in range(3)]
+    s.proc.send_signal(signal.SIGTERM)
+    for w in clients:
+        assert w.expect_close()[0] == 1001
+        w.sock.close()
+    assert s.proc.wait(timeout=10) == 0
+
+
+def test_oversized_message_over_tls_closes_1009(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs), "--max-message-size", "4KiB")
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    ws = RawWS.open(s.port, "/chat", tls=ctx)
+    ws.send_raw(frame(OP_TEXT, envelope("y" * 5000, direct=True)))
+    assert ws.expect_close()[0] == 1009
+    ws.sock.close()
