@@ -590,3 +590,30 @@ def test_a_chunked_push_body_and_an_upgrade_after_keep_alive_requests(serve):
     finally:
         c.close()
     a.close()
+
+
+def test_sequential_pushes_arrive_in_order_and_json_bodies_stay_verbatim(serve):
+    s = serve(*ROUTES)
+    a = RawWS.open(s.port, "/chat")
+    for i in range(100):
+        if i % 2:
+            r = push(s.port, f'{{ "n" : {i} }}', client_id=a.client_id, name="Chat",
+                     headers={"Content-Type": "application/json"})
+        else:
+            r = push(s.port, f"n={i}", name="Chat")
+        assert r.status == 200, r
+    assert [a.recv() for _ in range(100)] == [f'{{ "n" : {i} }}' if i % 2 else f"n={i}" for i in range(100)]
+    a.close()
+
+
+def test_delete_by_name_closes_only_that_name(serve):
+    s = serve(*ROUTES)
+    chat = [RawWS.open(s.port, "/chat") for _ in range(3)]
+    team = RawWS.open(s.port, "/team")
+    r = http(s.port, "DELETE", "/signal/connections?name=Chat")
+    assert 200 <= r.status < 300, r
+    for w in chat:
+        assert w.expect_close()[0] == 1000
+    assert [c["clientId"] for c in wait_connections(s.port, 1)] == [team.client_id]
+    assert sync_self(team) == []
+    team.close()

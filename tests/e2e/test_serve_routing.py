@@ -493,3 +493,15 @@ def test_concurrent_duplicates_leave_exactly_one_connection(serve):
     assert survivors[0].recv() == "survivor"
     for w in socks:
         w.sock.close()
+
+
+def test_default_scope_local_applies_to_routes_without_a_scope(serve):
+    s = serve("--route", "/loc=Loc", "--route", "/glob=Glob,scope=global", "--default-scope", "local")
+    g = RawWS.open(s.port, "/glob")
+    loc = RawWS(s.port, "/loc")
+    assert loc.handshake.status == 101, loc.handshake.raw
+    assert push(s.port, "x", name="Loc").json() == {"delivered": 0}
+    assert push(s.port, "y", name="Glob").json() == {"delivered": 1}
+    assert g.recv() == "y"
+    loc.sock.close()
+    g.close()
