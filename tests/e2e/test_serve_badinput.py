@@ -265,6 +265,7 @@ def test_slow_reader_is_closed_1008_and_the_others_get_every_message(serve):
     assert seq(got) == list(range(len(got)))
     assert [c["clientId"] for c in wait_connections(s.port, 1, name="Flood")] == [fast.client_id]
     assert sync_self(src) == []
+    assert metric_value(http(s.port, "GET", "/metrics").text, "wsig_closes_total", {"code": "1008"}) == 1
     fast.close()
     src.close()
 
