@@ -194,3 +194,14 @@ def test_strict_query_client_id_signed_for_this_user_agent_is_kept_for_another_r
     other.sock.close()
     assert [c["clientId"] for c in connections(s.port)] == [signed]
     a.close()
+
+
+def test_the_same_plain_query_client_id_twice_is_a_duplicate_once_signed(serve, secret_file):
+    s = serve(*ROUTES, "--secret-file", secret_file, "--accept-client-id")
+    old = RawWS.open(s.port, "/chat?clientId=mine")
+    new = RawWS.open(s.port, "/chat?clientId=mine")
+    assert old.client_id == new.client_id == openssl_sign("mine", SECRET)
+    assert old.expect_close() == (1000, "replaced")
+    assert push(s.port, "to new", client_id=new.client_id, name="Chat").json() == {"delivered": 1}
+    assert new.recv() == "to new"
+    new.close()
