@@ -65,8 +65,6 @@ server_options to_server_options(serve_options const& in) {
     o.address = in.address;
     o.port = static_cast<std::uint16_t>(in.port);
     for (auto const& r : in.routes) {
-        if (r.find(",exec=") != std::string::npos || r.rfind("exec=", 0) == 0)
-            usage(fmt::format("--route '{}': exec= is not supported by this build", r));
         auto spec = parse_route_spec(r);
         if (!spec) usage(fmt::format("--route: {}", spec.error().message));
         for (auto const& other : o.routes)
