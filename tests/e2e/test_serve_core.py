@@ -628,3 +628,23 @@ def test_a_peer_that_never_answers_pings_is_dropped_and_one_that_does_stays(serv
     assert status == 200
     assert live.recv() == "still here"
     live.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_routing_and_order_with_one_and_several_io_threads(serve, threads):
+    s = serve(*ROUTES, "--threads", threads)
+    senders = [Raw(s.port, "/chat") for _ in range(3)]
+    sink = Raw(s.port, "/other")
+    n = 200
+    for k, w in enumerate(senders):
+        w.sock.sendall(b"".join(Raw.encode(0x1, json.dumps({"message": f"{k}:{i}", "path": "Other"}))
+                                for i in range(n)))
+    got = [sink.recv() for _ in range(3 * n)]
+    for k in range(3):  # each sender's messages arrive in its order, whatever the interleaving
+        assert [m for m in got if m.startswith(f"{k}:")] == [f"{k}:{i}" for i in range(n)]
+    status, _, body = push(s.port, "all", name="Chat")
+    assert status == 200 and json.loads(body) == {"delivered": 3}
+    for w in senders:
+        assert w.recv() == "all"
+    for w in (*senders, sink):
+        w.close()
