@@ -29,6 +29,7 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
+#include <utility>
 
 namespace wsig::detail {
 
@@ -91,6 +92,7 @@ public:
 
     void send(std::string data, bool binary) override {
         if (ended_ || close_requested_) return;
+        queued_bytes_ += data.size();
         outbox_.emplace_back(std::move(data), binary);
         if (open_ && !writing_) do_write();
     }
@@ -101,7 +103,10 @@ public:
         close_requested_ = true;
         close_want_.code = code;
         close_want_.reason.assign(reason.data(), std::min(reason.size(), close_want_.reason.max_size()));
-        if (!flush && outbox_.size() > (writing_ ? 1u : 0u)) outbox_.resize(writing_ ? 1 : 0);
+        if (!flush && outbox_.size() > (writing_ ? 1u : 0u)) {
+            outbox_.resize(writing_ ? 1 : 0);
+            queued_bytes_ = outbox_.empty() ? 0 : outbox_.front().first.size();
+        }
         if (!writing_ && outbox_.empty()) do_close();
     }
 
@@ -189,6 +194,11 @@ private:
             apply_headers(req, o.headers);
         }));
         ws_.read_message_max(opts_.max_message_size);
+        // Beast 1.81's secure PRNG (core/detail/chacha.hpp) uses ctr_/16 as the block counter while
+        // ctr_ counts blocks, so masking keys repeat every 16 frames (RFC 6455 5.3 wants a fresh key
+        // per frame). Its PCG, seeded from std::random_device, gives a fresh key per frame; it is
+        // not a CSPRNG, which matters for a browser running hostile scripts, not for this client.
+        ws_.secure_prng(false);
         ws_.control_callback([this](websocket::frame_type kind, std::string_view) {
             if (kind == websocket::frame_type::close) got_close_frame_ = true;
         });
@@ -246,6 +256,12 @@ private:
         auto self = this->shared_from_this();
         if (events_.on_message) events_.on_message(std::move(data), binary);
         if (ended_) return;
+        // Backpressure (--echo, --stdin): a peer that sends but does not read is not read either,
+        // so the outbox stays bounded by about one --max-message-size.
+        if (queued_bytes_ >= opts_.max_message_size) {
+            read_paused_ = true;
+            return;
+        }
         do_read();
     }
 
@@ -288,7 +304,12 @@ private:
             if (ec == websocket::error::closed || ec == asio::error::operation_aborted) return;  // the read reports
             return fail(exit_code::unavailable, fmt::format("write failed: {}", ec.message()));
         }
+        queued_bytes_ -= outbox_.front().first.size();
         outbox_.pop_front();
+        if (read_paused_ && queued_bytes_ < opts_.max_message_size) {
+            read_paused_ = false;
+            do_read();
+        }
         if (!outbox_.empty())
             do_write();
         else if (close_requested_)
@@ -330,7 +351,10 @@ private:
     bool close_requested_ = false;
     bool closing_ = false;
     bool ended_ = false;
-    bool got_close_frame_ = false;  // the server's close frame arrived (even if the TCP teardown failed)
+    bool got_close_frame_ = false;
+    bool read_paused_ = false;  // backpressure: no read until the outbox drains
+    std::size_t queued_bytes_ =
+        0;  // payload bytes in outbox_  // the server's close frame arrived (even if the TCP teardown failed)
 };
 
 }  // namespace
@@ -351,8 +375,10 @@ public:
     using line_fn = std::function<void(std::string)>;
     using eof_fn = std::function<void()>;
 
-    static std::shared_ptr<stdin_reader> start(asio::io_context& ioc, line_fn on_line, eof_fn on_eof) {
+    static std::shared_ptr<stdin_reader> start(asio::io_context& ioc, std::size_t max_line, line_fn on_line,
+                                               eof_fn on_eof) {
         auto r = std::shared_ptr<stdin_reader>(new stdin_reader(ioc, std::move(on_line), std::move(on_eof)));
+        r->max_line_ = max_line;
         std::thread([r] { r->loop(); }).detach();
         return r;
     }
@@ -375,6 +401,7 @@ private:
 
     void loop() {
         std::string pending;
+        bool discarding = false;
         char buf[65536];
         for (;;) {
             ssize_t const n = ::read(STDIN_FILENO, buf, sizeof buf);
@@ -386,11 +413,20 @@ private:
                 std::string line = pending.substr(start, nl - start);
                 if (!line.empty() && line.back() == '\r') line.pop_back();
                 start = nl + 1;
+                if (std::exchange(discarding, false)) continue;  // the tail of a dropped line
                 if (!post([fn = on_line_, l = std::move(line)]() mutable { fn(std::move(l)); })) return;
             }
             pending.erase(0, start);
+            if (pending.size() > max_line_) {  // a line longer than a message may be: dropped, memory bounded
+                if (!discarding)
+                    std::fputs("wsig: warning: a stdin line over --max-message-size was dropped\n", stderr);
+                discarding = true;
+                pending.clear();
+            }
         }
-        if (!pending.empty() && !post([fn = on_line_, l = std::move(pending)]() mutable { fn(std::move(l)); })) return;
+        if (!pending.empty() && !discarding &&
+            !post([fn = on_line_, l = std::move(pending)]() mutable { fn(std::move(l)); }))
+            return;
         post(on_eof_);
     }
 
@@ -399,6 +435,7 @@ private:
     eof_fn on_eof_;
     std::mutex mutex_;
     bool closed_ = false;
+    std::size_t max_line_ = 0;
 };
 
 // Writes FILE through a temporary beside it and a rename: a reader sees no file or the whole line.
@@ -473,7 +510,8 @@ public:
         }
         if (opts_.read_stdin)
             stdin_ = stdin_reader::start(
-                ioc_, [this](std::string line) { on_stdin_line(std::move(line)); }, [this] { on_stdin_eof(); });
+                ioc_, opts_.max_message_size, [this](std::string line) { on_stdin_line(std::move(line)); },
+                [this] { on_stdin_eof(); });
         connect();
         ioc_.run();
         if (stdin_) stdin_->close();

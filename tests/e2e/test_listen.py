@@ -594,3 +594,36 @@ def test_our_close_answered_pode_style_exits_0(peers):
     assert r.returncode == 0, r.stderr
     assert p.frames.get(timeout=DEADLINE) == (0x1, b"one")
     assert p.frames.get(timeout=DEADLINE)[0] == 0x8
+
+
+def test_echo_to_a_peer_that_never_reads_stays_bounded_and_interruptible(peers):
+    """With --echo, a peer that floods 200 MiB and never reads makes wsig stop reading (backpressure)
+    rather than queue it all; SIGTERM still ends it with 143."""
+    async def script(ws, peer):
+        ws.transport.pause_reading()  # never read what wsig echoes
+        for _ in range(3200):
+            await ws.send(b"z" * 65536)
+        peer.flooded = True
+        await asyncio.sleep(60)
+
+    p = peers(WsPeer, script)
+    p.flooded = False
+    proc = subprocess.Popen([WSIG, "listen", p.url, "--echo", "--max-message-size", "1MiB"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(f"/proc/{proc.pid}/maps") as f:
+        sanitized = "libasan" in f.read()  # ASan's allocator keeps freed memory: RSS says nothing there
+    try:
+        end = time.monotonic() + 5
+        peak = 0
+        while time.monotonic() < end and proc.poll() is None and not p.flooded:
+            with open(f"/proc/{proc.pid}/status") as f:
+                peak = max(peak, int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)))
+            time.sleep(0.05)  # sampling memory while the flood is pushed at wsig (a 5 s window)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not p.flooded, "the peer pushed all 200 MiB: wsig kept reading without writing"
+    assert sanitized or peak < 120 * 1024, f"RSS peaked at {peak} KiB"
