@@ -610,8 +610,6 @@ def test_echo_to_a_peer_that_never_reads_stays_bounded_and_interruptible(peers):
     p.flooded = False
     proc = subprocess.Popen([WSIG, "listen", p.url, "--echo", "--max-message-size", "1MiB"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    with open(f"/proc/{proc.pid}/maps") as f:
-        sanitized = "libasan" in f.read()  # ASan's allocator keeps freed memory: RSS says nothing there
     try:
         end = time.monotonic() + 5
         peak = 0
@@ -619,6 +617,8 @@ def test_echo_to_a_peer_that_never_reads_stays_bounded_and_interruptible(peers):
             with open(f"/proc/{proc.pid}/status") as f:
                 peak = max(peak, int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)))
             time.sleep(0.05)  # sampling memory while the flood is pushed at wsig (a 5 s window)
+        with open(f"/proc/{proc.pid}/maps") as f:
+            sanitized = "libasan" in f.read()  # ASan's allocator keeps freed memory: RSS says nothing there
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE) == 143
     finally:
