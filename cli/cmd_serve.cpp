@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -31,6 +32,8 @@ struct serve_options {
     std::string log_format = "text";
     bool quiet = false, verbose = false;
     std::string ready_file;
+    std::vector<std::string> signal_routes, every;
+    std::string on_connect, on_disconnect, static_dir;
 };
 
 [[noreturn]] void usage(std::string const& message) { throw exit_error(to_int(exit_code::usage), message); }
@@ -129,7 +132,28 @@ server_options to_server_options(serve_options const& in) {
     o.log_format = in.log_format == "json" ? log_format::json : log_format::text;
     o.log_level = in.quiet ? log_level::quiet : in.verbose ? log_level::debug : log_level::info;
     o.ready_file = in.ready_file;
-    o.demo = o.routes.empty() && o.echo_paths.empty() && !o.auto_upgrade;
+    for (auto const& r : o.routes)
+        if (!r.exec.empty() && r.scope.value_or(o.default_scope) != scope::local)
+            usage(fmt::format("--route {}: exec= needs scope=local (a process per connection)", r.path));
+    for (auto const& spec : in.signal_routes) {
+        auto r = parse_signal_route(spec);
+        if (!r) usage(r.error().message);
+        o.signal_routes.push_back(std::move(*r));
+    }
+    for (auto const& spec : in.every) {
+        auto s = parse_schedule(spec);
+        if (!s) usage(s.error().message);
+        o.schedules.push_back(std::move(*s));
+    }
+    o.on_connect = in.on_connect;
+    o.on_disconnect = in.on_disconnect;
+    if (!in.static_dir.empty()) {
+        std::error_code ec;
+        if (!std::filesystem::is_directory(in.static_dir, ec))
+            usage(fmt::format("--static '{}' is not a directory", in.static_dir));
+        o.static_dir = in.static_dir;
+    }
+    o.demo = o.routes.empty() && o.echo_paths.empty() && !o.auto_upgrade && o.static_dir.empty();
     return o;
 }
 
@@ -144,6 +168,9 @@ command setup_serve(CLI::App& root) {
   wsig serve --route /ws=Chat,group=ops --accept-client-id --secret-file secret --strict
   wsig serve --echo /echo --max-message-size 16MiB
   wsig serve -a 0.0.0.0 --tls-cert cert.pem --tls-key key.pem --api-key-file key
+  wsig serve --route /chat=Chat --signal-route '/chat=python3 bot.py' --on-connect 'logger -t wsig'
+  wsig serve --route '/log=Log,scope=local,exec=tail -f /var/log/syslog' --static ./www
+  wsig serve --route /times=Times --every '1m:Times:date -u' 
 
 The first line on stdout is the server's URL. Every option also reads WSIG_<NAME>
 (e.g. WSIG_PORT, WSIG_ROUTE); the secret comes from --secret-file or WSIG_SECRET.
@@ -159,8 +186,9 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
         ->envname("WSIG_PORT")
         ->check(CLI::Range(0, 65535));
     app->add_option("--route", opts->routes,
-                    "PATH=NAME[,group=G][,scope=local|global]: upgrades on PATH become signal connections "
-                    "under NAME (repeatable)")
+                    "PATH=NAME[,group=G][,scope=local|global][,exec=CMD]: upgrades on PATH become signal "
+                    "connections under NAME; exec= (scope=local, last) runs CMD per connection, its stdout lines "
+                    "to the client, the client's messages to its stdin (repeatable)")
         ->envname("WSIG_ROUTE")
         ->type_name("SPEC");
     app->add_option("--echo", opts->echo, "Sockets on PATH echo every data frame verbatim (repeatable)")
@@ -242,6 +270,26 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
     app->add_option("--ready-file", opts->ready_file, "Write the URL to FILE once accepting")
         ->envname("WSIG_READY_FILE")
         ->type_name("FILE");
+    app->add_option("--signal-route", opts->signal_routes,
+                    "PATH=CMD: messages on sockets of PATH go to CMD as JSON lines; its JSON lines are actions "
+                    "(send, reply, close); no default routing there (repeatable)")
+        ->envname("WSIG_SIGNAL_ROUTE")
+        ->type_name("PATH=CMD");
+    app->add_option("--on-connect", opts->on_connect,
+                    "Run CMD per connection, with the event JSON on stdin and WSIG_* variables")
+        ->envname("WSIG_ON_CONNECT")
+        ->type_name("CMD");
+    app->add_option("--on-disconnect", opts->on_disconnect,
+                    "Run CMD per disconnection (every cause), with the event JSON on stdin and WSIG_* variables")
+        ->envname("WSIG_ON_DISCONNECT")
+        ->type_name("CMD");
+    app->add_option("--every", opts->every,
+                    "DURATION:NAME:CMD: run CMD every DURATION and broadcast its output to NAME (repeatable)")
+        ->envname("WSIG_EVERY")
+        ->type_name("DUR:NAME:CMD");
+    app->add_option("--static", opts->static_dir, "Serve the files of DIR (/ is DIR/index.html), replacing the demo page")
+        ->envname("WSIG_STATIC")
+        ->type_name("DIR");
 
     return {app, [opts] {
                 auto o = to_server_options(*opts);

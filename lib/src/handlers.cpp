@@ -100,6 +100,10 @@ std::string rfc3339_now() {
     return fmt::format("{}.{:03}Z", buf, ms);
 }
 
+}  // namespace wsig::detail
+
+namespace wsig {
+
 result<signal_route_spec> parse_signal_route(std::string_view spec) {
     auto eq = spec.find('=');
     if (eq == std::string_view::npos || eq == 0 || spec.front() != '/' || eq + 1 >= spec.size())
@@ -119,6 +123,10 @@ result<schedule_spec> parse_schedule(std::string_view spec) {
         return make_error(errc::invalid_argument, fmt::format("--every '{}': the period must be at least 10ms", spec));
     return schedule_spec{*period, std::string(spec.substr(c1 + 1, c2 - c1 - 1)), std::string(spec.substr(c2 + 1))};
 }
+
+}  // namespace wsig
+
+namespace wsig::detail {
 
 struct command_handlers::route_runner {
     signal_route_spec spec;
@@ -179,9 +187,6 @@ void command_handlers::stop() {
         for (auto& t : self->schedule_timers_) t->cancel();
         for (auto& c : self->schedule_children_)
             if (c) c->terminate();
-        for (auto& c : self->hook_children_)
-            if (c) c->terminate();
-        self->pending_hooks_.clear();
     });
 }
 
@@ -209,6 +214,7 @@ void command_handlers::start_route(std::size_t index) {
                  if (!self) return;
                  auto& run = *self->routes_[index];
                  run.child.reset();
+                 --self->running_;
                  if (self->stopped_) return;
                  // Back off only when it keeps crashing; a command that ran a while restarts at once.
                  auto ran = std::chrono::steady_clock::now() - run.started;
@@ -238,6 +244,7 @@ void command_handlers::start_route(std::size_t index) {
         return;
     }
     r.child = *child;
+    ++running_;
     log(handler_log::info, fmt::format("signal route {}: started '{}' (pid {})", r.spec.path, r.spec.command,
                                        r.child->pid()));
 }
@@ -372,12 +379,14 @@ void command_handlers::run_hook(std::string const& command, connection_info cons
             return;
         }
         self->pending_hooks_.push_back(std::move(hook));
+        ++self->running_;  // a waiting hook counts as running: shutdown waits for it
         self->launch_hooks();
     });
 }
 
 void command_handlers::launch_hooks() {
-    while (!stopped_ && running_hooks_ < options_.max_running_hooks && !pending_hooks_.empty()) {
+    // Hooks queued before stop() still run: they report the disconnects of a shutdown.
+    while (running_hooks_ < options_.max_running_hooks && !pending_hooks_.empty()) {
         auto hook = std::move(pending_hooks_.front());
         pending_hooks_.pop_front();
         struct run_state {
@@ -395,12 +404,14 @@ void command_handlers::launch_hooks() {
                  if (!self) return;
                  std::erase(self->hook_children_, state->child.lock());
                  --self->running_hooks_;
+                 --self->running_;
                  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
                      self->log(handler_log::warning, fmt::format("hook '{}' {}", command, describe_status(status)));
                  self->launch_hooks();
              }});
         if (!child) {
             log(handler_log::error, fmt::format("hook: {}", child.error().message));
+            --running_;
             continue;
         }
         ++running_hooks_;
@@ -447,6 +458,7 @@ void command_handlers::run_schedule(std::size_t index) {
             auto self = weak.lock();
             if (!self) return;
             self->schedule_children_[index].reset();
+            --self->running_;
             auto const& s = self->options_.schedules[index];
             if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
                 self->log(handler_log::warning, fmt::format("every {} for {}: '{}' {}; nothing sent",
@@ -470,6 +482,7 @@ void command_handlers::run_schedule(std::size_t index) {
         return;
     }
     schedule_children_[index] = *child;
+    ++running_;
 }
 
 local_process::local_process(asio::any_io_executor executor, std::weak_ptr<connection> conn, handler_logger log)

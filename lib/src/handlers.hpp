@@ -7,6 +7,7 @@
 
 #include <wsig/envelope.hpp>
 #include <wsig/registry.hpp>
+#include <wsig/server.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -29,26 +30,11 @@ namespace wsig::detail {
 enum class handler_log { debug, info, warning, error };
 using handler_logger = std::function<void(handler_log, std::string)>;
 
-struct signal_route_spec {
-    std::string path;     // the socket path whose client messages go to the command
-    std::string command;  // run once with /bin/sh -c and kept running
-};
-
-struct schedule_spec {
-    std::chrono::milliseconds period;
-    std::string name;     // the Name its output is broadcast to
-    std::string command;
-};
-
-// Parses "PATH=CMD" (--signal-route) and "DURATION:NAME:CMD" (--every).
-result<signal_route_spec> parse_signal_route(std::string_view spec);
-result<schedule_spec> parse_schedule(std::string_view spec);
-
 struct handler_options {
-    std::vector<signal_route_spec> signal_routes = {};
+    std::vector<wsig::signal_route_spec> signal_routes = {};
     std::string on_connect = {};     // empty: no hook
     std::string on_disconnect = {};  // empty: no hook
-    std::vector<schedule_spec> schedules = {};
+    std::vector<wsig::schedule_spec> schedules = {};
     // Bytes of events queued for one signal-route command before events are dropped (and counted):
     // a command that stops reading never blocks the server or grows its memory without bound.
     std::size_t max_queue = 1024 * 1024;
@@ -70,7 +56,11 @@ public:
                      handler_options options, handler_logger log);
 
     void start();  // starts the signal-route commands and the schedules
-    void stop();   // ends every command (SIGTERM, then SIGKILL after a grace period)
+    // Ends the signal-route commands and schedules (SIGTERM, then SIGKILL after a grace period) and takes
+    // no new events; hooks already queued still run (the disconnects of a shutdown), bounded by their timeout.
+    void stop();
+    // No command of ours is running and no hook is waiting (thread-safe).
+    bool idle() const noexcept { return running_.load() == 0; }
 
     // True when client messages on sockets of `socket_path` go to a signal route (no default routing then).
     bool routes(std::string_view socket_path) const;
@@ -120,6 +110,7 @@ private:
     std::atomic<std::uint64_t> dropped_events_{0};
     std::atomic<std::uint64_t> dropped_hooks_{0};
     std::atomic<std::uint64_t> restarts_{0};
+    std::atomic<std::size_t> running_{0};  // children alive plus hooks waiting
 };
 
 // One local-route process (--route PATH=NAME,scope=local,exec=CMD) bound to one connection: its

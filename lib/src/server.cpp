@@ -1,6 +1,7 @@
 // `wsig serve`: the listener, the lifecycle (signals, drain), and the HTTP surface: upgrade
 // decisions, the push API, the admin API, health and metrics, and client-message routing.
 #include "server_state.hpp"
+#include "static_files.hpp"
 
 #include <wsig/client_id.hpp>
 #include <wsig/envelope.hpp>
@@ -58,6 +59,12 @@ result<route_spec> parse_route_spec(std::string_view spec) {
         auto ieq = item.find('=');
         if (ieq == std::string_view::npos) return bad(fmt::format("'{}' is not key=value", item));
         auto key = item.substr(0, ieq), value = item.substr(ieq + 1);
+        if (key == "exec") {
+            // The command takes the rest of the spec, commas included.
+            r.exec = std::string(rest.substr(ieq + 1));
+            if (r.exec.find_first_not_of(" \t") == std::string::npos) return bad("exec= is empty");
+            break;
+        }
         if (key == "group") {
             if (value.empty()) return bad("group= is empty");
             r.group = std::string(value);
@@ -66,7 +73,7 @@ result<route_spec> parse_route_spec(std::string_view spec) {
             if (!s) return bad(s.error().message);
             r.scope = *s;
         } else {
-            return bad(fmt::format("unknown key '{}' (known: group, scope)", key));
+            return bad(fmt::format("unknown key '{}' (known: group, scope, exec)", key));
         }
     }
     return r;
@@ -264,6 +271,7 @@ struct route_match {
     std::string name;
     std::string group;
     wsig::scope scope;
+    std::string exec = {};
 };
 
 std::optional<route_match> match_route(server_state const& st, std::string_view path, bool with_auto = true) {
@@ -271,7 +279,8 @@ std::optional<route_match> match_route(server_state const& st, std::string_view 
     for (auto const& e : o.echo_paths)
         if (e == path) return route_match{session_kind::echo, {}, {}, scope::global};
     for (auto const& r : o.routes)
-        if (r.path == path) return route_match{session_kind::signal, r.name, r.group, r.scope.value_or(o.default_scope)};
+        if (r.path == path)
+            return route_match{session_kind::signal, r.name, r.group, r.scope.value_or(o.default_scope), r.exec};
     if (o.demo && path == "/msg") return route_match{session_kind::demo, "Msg", {}, o.default_scope};
     if (o.auto_upgrade && with_auto) return route_match{session_kind::signal, std::string(path), {}, scope::global};
     return std::nullopt;
@@ -462,7 +471,7 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         }
     }
     if (st.stopping) return make_response(req, http::status::service_unavailable, "server is shutting down\n");
-    upgrade_plan plan{m->kind, {}};
+    upgrade_plan plan{m->kind, {}, m->exec};
     auto& info = plan.info;
     info.path = std::string(t.path);
     info.remote = peer_string(remote);
@@ -512,6 +521,46 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
     return plan;
 }
 
+namespace {
+
+// GET/HEAD of a file under --static; everything else there is 405, what is not there 404.
+response serve_static(server_state& st, request const& req) {
+    auto method = req.method();
+    if (method != http::verb::get && method != http::verb::head) {
+        auto res = make_response(req, http::status::method_not_allowed, "method not allowed\n");
+        res.set(http::field::allow, "GET, HEAD");
+        return res;
+    }
+    auto file = resolve_static(st.static_root, req.target());
+    if (file.status != 200) return make_response(req, http::status::not_found, "not found\n");
+    std::error_code ec;
+    auto size = std::filesystem::file_size(file.path, ec);
+    // Files are read whole into the response: a limit keeps one request from taking the memory.
+    constexpr std::uintmax_t max_static_file = 256u << 20;
+    if (ec || size > max_static_file) return make_response(req, http::status::not_found, "not found\n");
+    std::ifstream in(file.path, std::ios::binary);
+    std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) return make_response(req, http::status::not_found, "not found\n");
+    auto res = make_response(req, http::status::ok, std::move(body), file.content_type);
+    if (method == http::verb::head) {
+        res.body().clear();
+        res.content_length(size);  // the length a GET would give, and no body
+    }
+    return res;
+}
+
+}  // namespace
+
+handler_logger handler_logger_for(server_state& st) {
+    return [&st](handler_log level, std::string message) {
+        auto s = level == handler_log::debug     ? severity::debug
+                 : level == handler_log::info    ? severity::info
+                 : level == handler_log::warning ? severity::warning
+                                                 : severity::error;
+        st.log.log(s, message);
+    };
+}
+
 response handle_http(server_state& st, request const& req, tcp::endpoint const& remote) {
     auto t = parse_target(req.target());
     auto path = t.path;
@@ -559,6 +608,7 @@ response handle_http(server_state& st, request const& req, tcp::endpoint const& 
         if (method != http::verb::get) return not_allowed("GET");
         return make_response(req, http::status::ok, std::string(demo_page()), "text/html; charset=utf-8");
     }
+    if (!st.opts.static_dir.empty()) return serve_static(st, req);
     return make_response(req, http::status::not_found, "not found\n");
 }
 
@@ -573,6 +623,11 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
     if (!env) {
         st.log.log(severity::warning, fmt::format("dropped a message from {} ({} {}): {}", from.remote, from.name,
                                                   redact_id(from.client_id), env.error().message));
+        return;
+    }
+    // A signal route takes every message of its sockets: nothing is auto-routed (Pode's rule).
+    if (st.handlers && st.handlers->routes(from.path)) {
+        st.handlers->on_message(sender.self(), from.path, *env);
         return;
     }
     if (kind == session_kind::demo && !env->direct && env->message.is_string() &&
@@ -789,7 +844,25 @@ int run_server(server_options options) {
         return to_int(exit_code::usage);
     }
 
+    if (!o.static_dir.empty()) {
+        std::error_code ec;
+        st.static_root = std::filesystem::canonical(o.static_dir, ec);
+        if (ec || !std::filesystem::is_directory(st.static_root)) {
+            st.log.log(severity::error, fmt::format("--static '{}' is not a readable directory", o.static_dir));
+            return to_int(exit_code::config);
+        }
+    }
+
     net::io_context ioc(static_cast<int>(threads));
+    if (!o.signal_routes.empty() || !o.on_connect.empty() || !o.on_disconnect.empty() || !o.schedules.empty()) {
+        st.handlers = std::make_shared<command_handlers>(
+            ioc.get_executor(), st.reg, o.levels,
+            handler_options{.signal_routes = o.signal_routes, .on_connect = o.on_connect,
+                            .on_disconnect = o.on_disconnect, .schedules = o.schedules,
+                            .max_queue = o.send_queue, .max_output_line = o.max_message_size},
+            handler_logger_for(st));
+        st.handlers->start();
+    }
     listener lis(ioc, st, tls ? &*tls : nullptr);
     auto local = lis.open(*ep);
     if (!local) {
@@ -816,8 +889,15 @@ int run_server(server_options options) {
     auto deadline = std::chrono::steady_clock::now();
     bool aborted = false;
 
+    bool handlers_stopped = false;
     std::function<void()> poll_drain = [&] {
-        if (st.ws_count.load() == 0) {
+        bool drained = st.ws_count.load() == 0;
+        if (drained && st.handlers && !handlers_stopped) {
+            // Every socket is closed: end the commands; the disconnect hooks of the shutdown still run.
+            handlers_stopped = true;
+            st.handlers->stop();
+        }
+        if (drained && (!st.handlers || st.handlers->idle())) {
             ioc.stop();
             return;
         }
@@ -827,6 +907,10 @@ int run_server(server_options options) {
                 return;
             }
             aborted = true;
+            if (st.handlers && !handlers_stopped) {
+                handlers_stopped = true;
+                st.handlers->stop();
+            }
             st.log.log(severity::info, fmt::format("shutdown timeout: dropping {} connection(s)", st.ws_count.load()));
             for (auto const& s : st.live_sessions()) s->abort();
             deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
@@ -861,6 +945,7 @@ int run_server(server_options options) {
 
     // The loop is stopped: break the cycles a parked write holds before everything goes.
     for (auto const& s : st.live_sessions()) s->release_parked();
+    st.handlers.reset();  // children still running are ended and reaped before the io_context goes
     st.log.log(severity::info, "stopped");
     return to_int(exit_code::ok);
 }

@@ -156,6 +156,7 @@ public:
     ws_session(server_state& st, Stream&& stream, std::string leftover, upgrade_plan plan)
         : st_(st), ws_(std::move(stream)), kind_(plan.kind), info_(std::move(plan.info)),
           ping_timer_(ws_.get_executor()) {
+        exec_ = std::move(plan.exec);
         ws_.next_layer().set_prefix(std::move(leftover));
     }
 
@@ -192,6 +193,7 @@ public:
     }
 
     connection_info const& info() const noexcept override { return info_; }
+    connection_ptr self() override { return this->shared_from_this(); }
 
     void send(message_ptr m) override {
         {
@@ -290,6 +292,18 @@ private:
         req_ = {};
         st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote, info_.name,
                                                  info_.group, redact_id(info_.client_id)));
+        if (kind_ != session_kind::echo && st_.handlers) st_.handlers->on_connect(info_);
+        if (!exec_.empty()) {
+            // A local route: this connection's own process; its exit closes the socket.
+            auto p = local_process::start(ws_.get_executor(), exec_, this->weak_from_this(), info_,
+                                          st_.opts.send_queue, st_.opts.max_message_size, handler_logger_for(st_));
+            if (!p) {
+                st_.log.log(severity::error, fmt::format("local route {}: {}", info_.path, p.error().message));
+                do_close(1011, "handler failed to start");
+            } else {
+                local_ = std::move(*p);
+            }
+        }
         if (close_requested_) {
             start_close();
         } else {
@@ -319,8 +333,9 @@ private:
         ++st_.stats.messages_received;
         st_.stats.bytes_received += n;
         auto data = buffer_.cdata();
-        on_client_message(st_, *this, kind_, std::string_view(static_cast<char const*>(data.data()), data.size()),
-                          !ws_.got_text());
+        std::string_view text(static_cast<char const*>(data.data()), data.size());
+        if (local_) local_->on_client_message(text);  // a local route's messages go to its process only
+        else on_client_message(st_, *this, kind_, text, !ws_.got_text());
         buffer_.consume(buffer_.size());
         // Bounded memory: a big message must not pin its buffer for the life of an idle connection.
         if (buffer_.capacity() > 64 * 1024) buffer_.shrink_to_fit();
@@ -338,6 +353,13 @@ private:
         st_.stats.count_close(code);
         ping_timer_.cancel();
         st_.reg.remove(*this);
+        if (local_) local_->on_client_gone();
+        // Before ws_count drops: a shutdown waits for the hooks it starts.
+        if (open_ && kind_ != session_kind::echo && st_.handlers)
+            st_.handlers->on_disconnect(info_, static_cast<std::uint16_t>(code),
+                                        close_reason_.empty() ? std::string(ws_.reason().reason.data(),
+                                                                            ws_.reason().reason.size())
+                                                              : close_reason_);
         --st_.ws_count;
         st_.log.log(severity::debug, fmt::format("disconnected {} name={} clientId={} code={}", info_.remote, info_.name,
                                                  redact_id(info_.client_id), code));
@@ -508,6 +530,8 @@ private:
     std::vector<net::const_buffer> buffers_;
     bool open_ = false;
     bool finished_ = false;
+    std::string exec_;                      // a local route's command
+    std::shared_ptr<local_process> local_;  // its process, while the connection lives
     bool flush_before_beast_ = false;
     bool close_requested_ = false;
     bool close_started_ = false;

@@ -2,6 +2,8 @@
 // that the templated sessions (server_session.hpp) call.
 #pragma once
 
+#include "handlers.hpp"
+
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
 
@@ -10,6 +12,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include <atomic>
+#include <filesystem>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -69,6 +72,7 @@ enum class session_kind { signal, echo, demo };
 // What a live WebSocket session offers beyond the registry's interface: a hard stop for shutdown.
 class live_session : public connection {
 public:
+    virtual connection_ptr self() = 0;  // this session as the registry holds it
     virtual void abort() = 0;           // thread-safe: closes the socket now
     virtual void release_parked() = 0;  // only after the event loop stopped
 };
@@ -80,9 +84,13 @@ struct server_state {
     metrics stats;
     std::atomic<std::size_t> ws_count{0};
     std::atomic<bool> stopping{false};
+    // Signal routes, hooks and schedules; null when none is configured.
+    std::shared_ptr<command_handlers> handlers;
 
     std::mutex live_mutex;
     std::unordered_map<live_session const*, std::weak_ptr<live_session>> live;
+
+    std::filesystem::path static_root;  // canonical --static directory
 
     explicit server_state(server_options o) : opts(std::move(o)), log(opts.log_format, opts.log_level) {}
 
@@ -95,6 +103,7 @@ struct server_state {
 struct upgrade_plan {
     session_kind kind;
     connection_info info;
+    std::string exec = {};  // a local route's command, run for this connection
 };
 std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote);
 
@@ -137,6 +146,9 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
 // Start a session on an accepted socket (server_plain.cpp, server_tls.cpp).
 void start_plain_session(server_state& st, tcp::socket socket);
 void start_tls_session(server_state& st, boost::asio::ssl::context& ctx, tcp::socket socket);
+
+// The server's log as the command handlers' logger.
+handler_logger handler_logger_for(server_state& st);
 
 // Peer "ip" as Pode sees it (v4-mapped addresses shown as v4).
 std::string peer_ip(tcp::endpoint const& ep);

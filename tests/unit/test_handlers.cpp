@@ -187,7 +187,7 @@ TEST_CASE("handlers: a schedule broadcasts its output, less one trailing newline
     reg.add(other);
     auto h = std::make_shared<command_handlers>(
         io.get_executor(), reg, levels,
-        wsig::detail::handler_options{.schedules = {wsig::detail::parse_schedule("50ms:Times:printf 'a\\nb\\n\\n'").value()}},
+        wsig::detail::handler_options{.schedules = {wsig::parse_schedule("50ms:Times:printf 'a\\nb\\n\\n'").value()}},
         logger());
     h->start();
     REQUIRE(run_until(io, [&] { return a->received.size() >= 2; }));
@@ -198,17 +198,17 @@ TEST_CASE("handlers: a schedule broadcasts its output, less one trailing newline
 }
 
 TEST_CASE("handlers: flag specs parse and bad ones are refused") {
-    CHECK(wsig::detail::parse_signal_route("/chat=python3 bot.py --x=1").value().command == "python3 bot.py --x=1");
-    CHECK_FALSE(wsig::detail::parse_signal_route("chat=cmd").has_value());
-    CHECK_FALSE(wsig::detail::parse_signal_route("/chat=").has_value());
-    auto s = wsig::detail::parse_schedule("1m:Times:date +%H:%M").value();
+    CHECK(wsig::parse_signal_route("/chat=python3 bot.py --x=1").value().command == "python3 bot.py --x=1");
+    CHECK_FALSE(wsig::parse_signal_route("chat=cmd").has_value());
+    CHECK_FALSE(wsig::parse_signal_route("/chat=").has_value());
+    auto s = wsig::parse_schedule("1m:Times:date +%H:%M").value();
     CHECK(s.period == std::chrono::minutes(1));
     CHECK(s.name == "Times");
     CHECK(s.command == "date +%H:%M");
-    CHECK_FALSE(wsig::detail::parse_schedule("1x:Times:date").has_value());
-    CHECK_FALSE(wsig::detail::parse_schedule("1m::date").has_value());
-    CHECK_FALSE(wsig::detail::parse_schedule("1m:Times").has_value());
-    CHECK_FALSE(wsig::detail::parse_schedule("1ms:Times:date").has_value());
+    CHECK_FALSE(wsig::parse_schedule("1x:Times:date").has_value());
+    CHECK_FALSE(wsig::parse_schedule("1m::date").has_value());
+    CHECK_FALSE(wsig::parse_schedule("1m:Times").has_value());
+    CHECK_FALSE(wsig::parse_schedule("1ms:Times:date").has_value());
 }
 
 TEST_CASE("handlers: a local process echoes client messages and closes its connection when it exits") {

@@ -20,10 +20,27 @@ struct route_spec {
     std::string name;                 // the signal Name connections are registered under
     std::string group;                // empty: the client may give ?group=
     std::optional<wsig::scope> scope; // unset: --default-scope
+    std::string exec = {};            // scope=local only: a command run for each connection
 };
 
-// Parses "PATH=NAME[,group=G][,scope=local|global]"; the path must start with '/'.
+// Parses "PATH=NAME[,group=G][,scope=local|global][,exec=CMD]"; the path must start with '/'.
+// exec= comes last and takes the rest of the spec, commas included.
 result<route_spec> parse_route_spec(std::string_view spec);
+
+// One --signal-route PATH=CMD: client messages on sockets of PATH go to CMD (Add-PodeSignalRoute).
+struct signal_route_spec {
+    std::string path;
+    std::string command;  // run once with /bin/sh -c and kept running
+};
+result<signal_route_spec> parse_signal_route(std::string_view spec);
+
+// One --every DURATION:NAME:CMD: CMD's output broadcast to NAME on that period (Add-PodeSchedule).
+struct schedule_spec {
+    std::chrono::milliseconds period;
+    std::string name;
+    std::string command;
+};
+result<schedule_spec> parse_schedule(std::string_view spec);
 
 enum class slow_client_policy { drop, close };
 enum class log_format { text, json };
@@ -54,6 +71,11 @@ struct server_options {
     wsig::log_format log_format = log_format::text;
     wsig::log_level log_level = log_level::info;
     std::string ready_file;             // written with the URL once accepting
+    std::vector<signal_route_spec> signal_routes = {};
+    std::string on_connect = {};     // a command per connect event (Register-PodeSignalEvent)
+    std::string on_disconnect = {};  // a command per disconnect event, for every cause
+    std::vector<schedule_spec> schedules = {};
+    std::string static_dir = {};     // files served at /, replacing the demo page
     bool demo = false;                  // the /msg demo with the built-in page (set when nothing else is)
 };
 
