@@ -506,9 +506,6 @@ def test_10_masked_frame_from_the_server_fails_with_1002(lst, opcode):
     assert_client_failed(lst, 1002)
 
 
-@pytest.mark.xfail(strict=True, reason="wsig bug (Boost.Beast 1.81's chacha PRNG, beast/core/detail/chacha.hpp: "
-                   "the block counter is ctr_/16 but ctr_ counts blocks, so 16 blocks in a row are the same): "
-                   "the masking keys of wsig listen repeat with a period of 16 frames")
 def test_10_mask_keys_are_fresh_per_frame(lst):
     """RFC 6455 5.3: the client MUST pick a fresh, unpredictable masking key for each frame: 100
     echoes carry 100 different keys (a repeat among 100 random 32-bit keys has odds of about
