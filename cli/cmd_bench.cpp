@@ -20,8 +20,6 @@
 namespace wsig::cli {
 namespace {
 
-constexpr int threshold_failed = 99;  // like k6: the run finished but a --threshold did not hold
-
 std::atomic<int> g_signal{0};
 
 extern "C" void on_signal(int sig) { g_signal.store(sig); }
@@ -229,7 +227,7 @@ not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --thr
                 for (auto const& c : checks)
                     if (!c.ok) {
                         print_error(fmt::format("threshold '{}' failed", c.t.text));
-                        return threshold_failed;
+                        return to_int(exit_code::threshold);
                     }
                 return to_int(exit_code::ok);
             }};
