@@ -14,7 +14,7 @@ BLOCKS = dict(BLOCK.findall((ROOT / "README.md").read_text()))
 
 
 def test_the_readme_has_tested_blocks():
-    assert "ci-story" in BLOCKS
+    assert {"ci-story", "signal-route"} <= set(BLOCKS)
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKS))
@@ -31,3 +31,5 @@ def test_readme_block_runs(name, tmp_path):
     assert r.returncode == 0, r.stderr
     if name == "ci-story":
         assert r.stdout == '{"delivered":1}\nhello\n'
+    elif name == "signal-route":
+        assert re.fullmatch(r"[0-9a-f]{8}: hello\n", r.stdout), r.stdout
