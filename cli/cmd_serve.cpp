@@ -25,7 +25,7 @@ struct serve_options {
     std::string default_scope = "global";
     secret_options secret;
     std::string tls_cert, tls_key, pfx, pfx_password_file, api_key_file;
-    std::string max_message_size = "1MiB", send_queue = "1MiB", slow_client = "close";
+    std::string max_message_size, send_queue = "1MiB", slow_client = "close";  // empty: the defaults
     std::size_t max_connections = 0;
     std::string ping_interval = "30s", shutdown_timeout = "5s";
     unsigned threads = 0;
@@ -118,8 +118,11 @@ server_options to_server_options(serve_options const& in) {
     } else if (char const* env = std::getenv("WSIG_API_KEY"); env && *env) {
         o.api_key = env;
     }
-    o.max_message_size = size_flag("--max-message-size", in.max_message_size);
-    if (o.max_message_size == 0) usage("--max-message-size must be greater than 0");
+    if (!in.max_message_size.empty()) {
+        o.max_message_size = size_flag("--max-message-size", in.max_message_size);
+        if (o.max_message_size == 0) usage("--max-message-size must be greater than 0");
+        o.echo_max_message_size = o.max_message_size;
+    }
     // A push body becomes one message: the same limit applies.
     o.max_body_size = o.max_message_size;
     o.max_connections = in.max_connections;
@@ -230,10 +233,10 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
         ->envname("WSIG_API_KEY_FILE")
         ->type_name("FILE");
     app->add_option("--max-message-size", opts->max_message_size,
-                    "Largest client message (and push body); larger closes with 1009 / answers 413")
+                    "Largest client message (and push body), default 1MiB (16MiB on --echo paths, for "
+                    "conformance suites); larger closes with 1009 / answers 413")
         ->envname("WSIG_MAX_MESSAGE_SIZE")
-        ->type_name("SIZE")
-        ->capture_default_str();
+        ->type_name("SIZE");
     app->add_option("--max-connections", opts->max_connections, "Upgrades beyond N get 503 (0: no limit)")
         ->envname("WSIG_MAX_CONNECTIONS")
         ->type_name("N");

@@ -178,7 +178,8 @@ public:
         t.idle_timeout = websocket::stream_base::none();  // our own ping timer finds dead peers
         t.keep_alive_pings = false;
         ws_.set_option(t);
-        ws_.read_message_max(st_.opts.max_message_size);
+        ws_.read_message_max(kind_ == session_kind::echo ? st_.opts.echo_max_message_size
+                                                         : st_.opts.max_message_size);
         ws_.auto_fragment(false);
         auto info = info_;
         ws_.set_option(websocket::stream_base::decorator(
