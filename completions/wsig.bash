@@ -4,25 +4,74 @@ _wsig() {
     _init_completion 2>/dev/null || { cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}; }
     local sub="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
-        case ${COMP_WORDS[i]} in serve|send|listen|sign|verify|help) sub=${COMP_WORDS[i]}; break ;; esac
+        case ${COMP_WORDS[i]} in serve|send|listen|sign|verify|bench|help) sub=${COMP_WORDS[i]}; break ;; esac
     done
     if [[ -z $sub ]]; then
-        COMPREPLY=($(compgen -W 'serve send listen sign verify help --help --version' -- "$cur"))
+        COMPREPLY=($(compgen -W 'serve send listen sign verify bench help --help --version' -- "$cur"))
         return
     fi
     case $sub in
     serve)
         case $prev in
+            --address|-a) return ;;
+            --port|-p) return ;;
+            --route) return ;;
+            --echo) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --default-scope) COMPREPLY=($(compgen -W 'global local' -- "$cur")); return ;;
+            --broadcast-level) return ;;
+            --secret-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --secret) return ;;
+            --tls-cert) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --tls-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --pfx) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --pfx-password-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --allow-origin) return ;;
+            --api-key-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --max-message-size) return ;;
+            --max-connections) return ;;
+            --send-queue) return ;;
+            --slow-client) COMPREPLY=($(compgen -W 'drop close' -- "$cur")); return ;;
+            --ping-interval) return ;;
+            --threads) return ;;
+            --shutdown-timeout) return ;;
+            --log-format) COMPREPLY=($(compgen -W 'text json' -- "$cur")); return ;;
+            --ready-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --signal-route) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --on-connect) return ;;
+            --on-disconnect) return ;;
+            --every) return ;;
+            --static) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         esac
-        COMPREPLY=($(compgen -W ' --help' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --allow-origin --api-key-file --max-message-size --max-connections --send-queue --slow-client --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --help' -- "$cur")) ;;
     send)
         case $prev in
+            --client-id) return ;;
+            --name) return ;;
+            --group) return ;;
+            --api-key-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --timeout) return ;;
+            --path) return ;;
+            --cacert) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         esac
-        COMPREPLY=($(compgen -W ' --help' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W '--client-id --name --group --json --header --api-key-file --timeout --path --direct --allow-none --insecure --cacert --help' -- "$cur")) ;;
     listen)
         case $prev in
+            --origin) return ;;
+            --cacert) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --output|-o) COMPREPLY=($(compgen -W 'text jsonl' -- "$cur")); return ;;
+            --count|-n) return ;;
+            --until) return ;;
+            --timeout) return ;;
+            --idle-timeout) return ;;
+            --send) return ;;
+            --path) return ;;
+            --group) return ;;
+            --to) return ;;
+            --max-message-size) return ;;
+            --id-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --reconnect) return ;;
         esac
-        COMPREPLY=($(compgen -W ' --help' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W '--header --origin --insecure --cacert --output --count --until --timeout --idle-timeout --send --stdin --exit-on-eof --json --raw --path --group --to --direct --echo --max-message-size --id-file --reconnect --help' -- "$cur")) ;;
     sign)
         case $prev in
             --secret-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -39,10 +88,31 @@ _wsig() {
             --ip) return ;;
         esac
         COMPREPLY=($(compgen -W '--secret-file --secret --strict --user-agent --ip --help' -- "$cur")) ;;
+    bench)
+        case $prev in
+            --mode|-m) COMPREPLY=($(compgen -W 'echo fanout connect idle' -- "$cur")); return ;;
+            --connections|-c) return ;;
+            --size|-s) return ;;
+            --in-flight) return ;;
+            --duration) return ;;
+            --warmup) return ;;
+            --threads) return ;;
+            --sub-path) return ;;
+            --pub-path) return ;;
+            --name) return ;;
+            --via) COMPREPLY=($(compgen -W 'ws push' -- "$cur")); return ;;
+            --push-path) return ;;
+            --connect-timeout) return ;;
+            --broadcast-timeout) return ;;
+            --header|-H) return ;;
+            --output|-o) COMPREPLY=($(compgen -W 'text json' -- "$cur")); return ;;
+            --threshold) return ;;
+        esac
+        COMPREPLY=($(compgen -W '--mode --connections --size --in-flight --duration --warmup --threads --binary --sub-path --pub-path --name --via --push-path --raw --connect-timeout --broadcast-timeout --header --output --threshold --quiet --help' -- "$cur")) ;;
     help)
         case $prev in
         esac
-        COMPREPLY=($(compgen -W 'exit-codes serve send listen sign verify' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W 'exit-codes serve send listen sign verify bench' -- "$cur")) ;;
     esac
 }
 complete -F _wsig wsig
