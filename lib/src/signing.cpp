@@ -7,7 +7,6 @@
 #include <openssl/hmac.h>
 
 #include <fstream>
-#include <iterator>
 
 namespace wsig {
 
@@ -58,7 +57,9 @@ std::string signing_config::key_for(std::string_view user_agent, std::string_vie
 result<std::string> read_secret_file(std::string const& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return make_error(errc::io, fmt::format("cannot read '{}'", path));
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text;
+    char chunk[4096];
+    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) text.append(chunk, static_cast<std::size_t>(in.gcount()));
     if (in.bad()) return make_error(errc::io, fmt::format("cannot read '{}'", path));
     if (text.ends_with("\r\n")) text.resize(text.size() - 2);
     else if (text.ends_with('\n')) text.pop_back();
