@@ -112,14 +112,6 @@ result<nlohmann::json> parse_json_data(std::string const& text) {
     }
 }
 
-std::string rfc3339_now() {
-    auto const now = std::chrono::system_clock::now();
-    auto const ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::time_t const t = std::chrono::system_clock::to_time_t(now);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", tm, ms);
-}
 
 namespace detail {
 

@@ -8,6 +8,7 @@
 #include <wsig/envelope.hpp>
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
+#include <wsig/units.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -133,8 +134,5 @@ private:
     std::shared_ptr<child_process> child_;
     bool gone_ = false;
 };
-
-// RFC 3339 UTC with milliseconds: 2026-11-28T07:31:45.123Z.
-std::string rfc3339_now();
 
 }  // namespace wsig::detail

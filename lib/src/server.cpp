@@ -8,6 +8,7 @@
 #include <wsig/exit_code.hpp>
 #include <wsig/message.hpp>
 #include <wsig/signing.hpp>
+#include <wsig/units.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -104,9 +105,7 @@ void logger::log(severity s, std::string_view message) const {
     if (!enabled(s)) return;
     static constexpr char const* names[] = {"debug", "info", "warning", "error"};
     auto const* level = names[static_cast<int>(s)];
-    auto now = std::chrono::system_clock::now();
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-    auto ts = fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(now)), ms);
+    auto ts = rfc3339_now();
     std::string line;
     if (format_ == log_format::json)
         line = json{{"ts", ts}, {"level", level}, {"msg", message}}.dump(-1, ' ', false,
@@ -250,9 +249,6 @@ bool glob_match(std::string_view pattern, std::string_view text) {
     return p == pattern.size();
 }
 
-std::string iso_time(std::chrono::system_clock::time_point tp) {
-    return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(tp)));
-}
 
 response json_response(request const& req, http::status status, json const& body) {
     return make_response(req, status, body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
@@ -369,7 +365,7 @@ response handle_connections(server_state& st, request const& req, split_target c
                             {"clientId", i.client_id},
                             {"scope", to_string(i.scope)},
                             {"remote", i.remote},
-                            {"since", iso_time(i.since)}});
+                            {"since", rfc3339(i.since, false)}});
         }
         return json_response(req, http::status::ok, json{{"connections", std::move(list)}});
     }

@@ -1,7 +1,10 @@
 // Parsing and formatting of durations and byte sizes, validated before anything starts.
 #include <wsig/units.hpp>
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
+
+#include <ctime>
 
 #include <charconv>
 #include <limits>
@@ -77,6 +80,15 @@ std::string format_duration(std::chrono::milliseconds d) {
     if (ms != 0 && ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
     if (ms != 0 && ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
     return fmt::format("{}ms", ms);
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point t, bool milliseconds) {
+    auto secs = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    if (!milliseconds) return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", tm);
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
+    return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", tm, ms);
 }
 
 std::string format_size(std::uint64_t bytes) {

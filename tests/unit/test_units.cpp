@@ -46,3 +46,11 @@ TEST_CASE("units: format gives the largest exact unit") {
     CHECK(wsig::format_size(1024 * 1024) == "1MiB");
     CHECK(wsig::format_size(1000) == "1000B");
 }
+
+TEST_CASE("units: timestamps are RFC 3339 in UTC, with or without milliseconds") {
+    std::chrono::system_clock::time_point t{std::chrono::milliseconds(1'795'852'305'123)};
+    CHECK(wsig::rfc3339(t) == "2026-11-28T07:51:45.123Z");
+    CHECK(wsig::rfc3339(t, false) == "2026-11-28T07:51:45Z");
+    CHECK(wsig::rfc3339(std::chrono::system_clock::time_point{}) == "1970-01-01T00:00:00.000Z");
+    CHECK(wsig::rfc3339_now().size() == 24);
+}

@@ -3,6 +3,7 @@
 
 #include <wsig/error.hpp>
 #include <wsig/exit_code.hpp>
+#include <wsig/units.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -105,8 +106,5 @@ client_result run_send(send_options const& opts);
 
 // DATA as JSON for --json: errc::invalid_argument with the parser's reason when it is not JSON.
 result<nlohmann::json> parse_json_data(std::string const& text);
-
-// "2026-11-28T07:40:00.123Z": the "ts" of JSONL events.
-std::string rfc3339_now();
 
 }  // namespace wsig
