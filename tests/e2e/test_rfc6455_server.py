@@ -599,9 +599,16 @@ def test_9_1000_small_messages_in_one_segment_are_all_echoed_in_order(ws, opcode
     clean_close(ws)
 
 
-def test_9_one_byte_over_the_limit_is_1009(ws):
-    send_until_refused(ws, ws.frame(OP_BINARY, b"\x01" * (MiB + 1)))
-    got, _, before = ws.expect_close()
+def test_9_one_byte_over_the_limit_is_1009(echo):
+    c = echo("--max-message-size", "1MiB")()
+    send_until_refused(c, c.frame(OP_BINARY, b"\x01" * (MiB + 1)))
+    got, _, before = c.expect_close()
+    assert before == [] and got == 1009
+
+
+def test_9_one_byte_over_the_echo_default_of_16mib_is_1009(ws):
+    send_until_refused(ws, ws.frame(OP_BINARY, b"\x01" * (16 * MiB + 1)))
+    got, _, before = ws.expect_close(15)
     assert before == [] and got == 1009
 
 
