@@ -101,3 +101,18 @@ def serve(tmp_path):
         code = s.stop()
         if was_running:
             assert code == 0, f"wsig serve exited {code} on SIGTERM: {s.stderr_text()}"
+
+
+@pytest.fixture
+def peers():
+    """peers(cls, *args) starts a test peer (tests/e2e/peers.py); every one is stopped after the test."""
+    made = []
+
+    def make(cls, *args, **kwargs):
+        p = cls(*args, **kwargs)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.stop()

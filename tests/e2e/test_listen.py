@@ -23,20 +23,6 @@ POD_HEADERS = {"X-Pode-Signal-Client-Id": "0f0e0d0c-1111-2222-3333-444455556666"
                "X-Pode-Signal-Name": "Chat", "X-Pode-Signal-Group": "admins"}
 
 
-@pytest.fixture
-def peers():
-    made = []
-
-    def make(cls, *args, **kwargs):
-        p = cls(*args, **kwargs)
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        p.stop()
-
-
 def listen(*args, input=None, timeout=DEADLINE):
     """Runs `wsig listen ...` to its end; stdout and stderr as bytes."""
     env = dict(os.environ)

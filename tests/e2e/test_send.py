@@ -15,20 +15,6 @@ from conftest import DEADLINE, WSIG, read_line, run_wsig
 from peers import HttpPeer, PodeLikePeer, WsPeer, free_port, make_cert, server_tls_context
 
 
-@pytest.fixture
-def peers():
-    made = []
-
-    def make(cls, *args, **kwargs):
-        p = cls(*args, **kwargs)
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        p.stop()
-
-
 def send(*args, input=None, timeout=DEADLINE):
     env = dict(os.environ)
     env.pop("WSIG_SECRET", None)
