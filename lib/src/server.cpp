@@ -535,8 +535,9 @@ response serve_static(server_state& st, request const& req) {
     constexpr std::uintmax_t max_static_file = 256u << 20;
     if (ec || size > max_static_file) return make_response(req, http::status::not_found, "not found\n");
     std::ifstream in(file.path, std::ios::binary);
-    std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) return make_response(req, http::status::not_found, "not found\n");
+    std::string body(static_cast<std::size_t>(size), '\0');
+    if (!in.read(body.data(), static_cast<std::streamsize>(size)))
+        return make_response(req, http::status::not_found, "not found\n");
     auto res = make_response(req, http::status::ok, std::move(body), file.content_type);
     if (method == http::verb::head) {
         res.body().clear();
