@@ -186,6 +186,7 @@ private:
     void sweep();
     void send_echo(conn& c);
     void pump_publisher();
+    void begin_broadcast(std::uint64_t seq);
     void publish_ws(conn& c, std::uint64_t seq);
     void publish_push(conn& c, std::uint64_t seq);
     void send_close(conn& c);

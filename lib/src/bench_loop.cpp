@@ -804,7 +804,8 @@ void loop::pump_publisher() {
     }
 }
 
-void loop::publish_ws(conn& c, std::uint64_t seq) {
+// Registers broadcast `seq` (publish time, subscribers still to receive it) and stamps it into the template.
+void loop::begin_broadcast(std::uint64_t seq) {
     slot& s = sh_.slots[seq & sh_.slot_mask];
     now_ = now_ns();
     s.t_pub.store(now_, std::memory_order_relaxed);
@@ -812,18 +813,16 @@ void loop::publish_ws(conn& c, std::uint64_t seq) {
     s.seq.store(seq, std::memory_order_release);
     outstanding_.push_back(seq);
     put_hex16(sh_.pub_template.data() + sh_.pub_hex_offset, seq);
+}
+
+void loop::publish_ws(conn& c, std::uint64_t seq) {
+    begin_broadcast(seq);
     append_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, sh_.pub_template.data(), sh_.pub_template.size(),
                  static_cast<std::uint32_t>(next_random(rng_)));
 }
 
 void loop::publish_push(conn& c, std::uint64_t seq) {
-    slot& s = sh_.slots[seq & sh_.slot_mask];
-    now_ = now_ns();
-    s.t_pub.store(now_, std::memory_order_relaxed);
-    s.remaining.store(sh_.subscribers.load(std::memory_order_acquire), std::memory_order_relaxed);
-    s.seq.store(seq, std::memory_order_release);
-    outstanding_.push_back(seq);
-    put_hex16(sh_.pub_template.data() + sh_.pub_hex_offset, seq);
+    begin_broadcast(seq);
     c.wbuf += sh_.push_head;
     c.wbuf += sh_.pub_template;
     c.push_busy = true;
