@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -73,6 +74,8 @@ int run(send_cli const& c) {
         auto key = read_secret_file(c.api_key_file);
         if (!key) throw exit_error(to_int(exit_code::config), fmt::format("--api-key-file: {}", key.error().message));
         o.api_key = *key;
+    } else if (char const* env = std::getenv("WSIG_API_KEY"); env && *env) {
+        o.api_key = env;  // as `wsig serve` reads it: a secret from the environment, never from argv
     }
     o.data = read_data(c.data);
     o.json = c.json;
@@ -124,7 +127,7 @@ no 101, TLS), 77 answered 401/403, 78 --api-key-file or --cacert unusable,
         ->type_name("GROUP");
     app->add_flag("--json", c->json, "DATA is JSON (exit 65 when invalid) and is sent as JSON");
     app->add_option("-H,--header", c->headers, "Add a request header (repeatable)")->type_name("'K: V'");
-    app->add_option("--api-key-file", c->api_key_file, "Send 'Authorization: Bearer KEY' with KEY from FILE")
+    app->add_option("--api-key-file", c->api_key_file, "Send 'Authorization: Bearer KEY' with KEY from FILE (or WSIG_API_KEY)")
         ->type_name("FILE");
     app->add_option("--timeout", c->timeout, "Give up after this long (exit 124), default 10s")->type_name("DURATION");
     app->add_option("--path", c->path, "ws: envelope path, the Name to send to")->type_name("NAME");

@@ -63,6 +63,11 @@ std::string read_secret(char const* what, std::string const& path) {
     return *v;
 }
 
+// Only this machine can reach a server bound here (what bind_endpoint accepts as a loopback address).
+bool loopback_address(std::string_view a) {
+    return a == "localhost" || a == "::1" || a == "[::1]" || a.starts_with("127.");
+}
+
 server_options to_server_options(serve_options const& in) {
     server_options o;
     o.address = in.address;
@@ -296,6 +301,11 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
 
     return {app, [opts] {
                 auto o = to_server_options(*opts);
+                if (o.api_key.empty() && !loopback_address(o.address))
+                    print_warning(fmt::format("--address {}: the push and admin API (POST /signal, /signal/connections, "
+                                              "which lists every client ID) answers anyone who reaches this port; "
+                                              "set --api-key-file or WSIG_API_KEY",
+                                              o.address));
                 return run_server(std::move(o));
             }};
 }

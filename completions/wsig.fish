@@ -47,7 +47,7 @@ complete -c wsig -n '__fish_seen_subcommand_from send' -l name -r -d 'http: X-Po
 complete -c wsig -n '__fish_seen_subcommand_from send' -l group -r -d 'http: X-Pode-Signal-Group (repeatable, joined with '\'','\''); ws: envelope group'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l json -d 'DATA is JSON (exit 65 when invalid) and is sent as JSON'
 complete -c wsig -n '__fish_seen_subcommand_from send' -s H -l header -d 'Add a request header (repeatable)'
-complete -c wsig -n '__fish_seen_subcommand_from send' -l api-key-file -r -F -d 'Send '\''Authorization: Bearer KEY'\'' with KEY from FILE'
+complete -c wsig -n '__fish_seen_subcommand_from send' -l api-key-file -r -F -d 'Send '\''Authorization: Bearer KEY'\'' with KEY from FILE (or WSIG_API_KEY)'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l timeout -r -d 'Give up after this long (exit 124), default 10s'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l path -r -d 'ws: envelope path, the Name to send to'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l direct -d 'ws: envelope direct: the server sends it back to this sender only'

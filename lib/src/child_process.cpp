@@ -13,10 +13,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string_view>
 
 extern char** environ;
 
@@ -35,14 +38,21 @@ void close_fd(int& fd) {
     fd = -1;
 }
 
-// Our environment with `extra` added or replacing, as the "K=V" strings execve wants.
+// The secrets wsig itself reads from its environment (cli/): a command we start never sees them, so
+// a hook that dumps its environment or a third-party handler cannot leak the signing secret, the API
+// key or the PKCS#12 password. A handler that needs one reads it from the file it is kept in.
+constexpr std::array<std::string_view, 3> secret_variables{"WSIG_SECRET", "WSIG_API_KEY", "WSIG_PFX_PASSWORD"};
+
+// Our environment less the secrets, with `extra` added or replacing, as the "K=V" strings execve wants.
 std::vector<std::string> merged_environment(environment const& extra) {
     std::map<std::string, std::string> vars;
     for (char** e = environ; e && *e; ++e) {
         std::string_view kv(*e);
         auto eq = kv.find('=');
         if (eq == std::string_view::npos) continue;
-        vars[std::string(kv.substr(0, eq))] = std::string(kv.substr(eq + 1));
+        auto name = kv.substr(0, eq);
+        if (std::find(secret_variables.begin(), secret_variables.end(), name) != secret_variables.end()) continue;
+        vars[std::string(name)] = std::string(kv.substr(eq + 1));
     }
     for (auto const& [k, v] : extra) vars[k] = v;
     std::vector<std::string> out;
