@@ -1,7 +1,10 @@
 # Warning and sanitizer flags as INTERFACE targets, linked by every target of the project.
 add_library(wsig_warnings INTERFACE)
 target_compile_options(wsig_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-  -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)
+  -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wimplicit-fallthrough)
+# Unoptimised builds only: with -O2, g++ 12 reports null dereferences inside Asio's io_context
+# executor and istreambuf_iterator that its own inlining makes up (paths that cannot run).
+target_compile_options(wsig_warnings INTERFACE $<$<CONFIG:Debug>:-Wnull-dereference>)
 if(WSIG_WERROR)
   target_compile_options(wsig_warnings INTERFACE -Werror)
 endif()

@@ -723,8 +723,9 @@ result<void> setup_tls(ssl::context& ctx, server_options const& o) {
 
 class listener {
 public:
-    listener(net::io_context& ioc, server_state& st, ssl::context* tls)
-        : ioc_(ioc), st_(st), tls_(tls), acceptor_(ioc), retry_(ioc) {}
+    // Accepts on the first loop and hands the connections to the loops in turn.
+    listener(std::vector<std::unique_ptr<event_loop>>& loops, server_state& st, ssl::context* tls)
+        : loops_(loops), st_(st), tls_(tls), acceptor_(loops.front()->context()), retry_(loops.front()->context()) {}
 
     result<tcp::endpoint> open(tcp::endpoint ep) {
         error_code ec;
@@ -751,7 +752,8 @@ public:
 
 private:
     void do_accept() {
-        acceptor_.async_accept(net::make_strand(ioc_), [this](error_code ec, tcp::socket socket) {
+        auto& loop = *loops_[next_++ % loops_.size()];
+        acceptor_.async_accept(loop.context(), [this, &loop](error_code ec, socket_type socket) {
             if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
             if (ec) {
                 // Out of descriptors and the like: wait a little instead of spinning.
@@ -765,14 +767,15 @@ private:
             error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
             if (tls_)
-                start_tls_session(st_, *tls_, std::move(socket));
+                start_tls_session(st_, loop, *tls_, std::move(socket));
             else
-                start_plain_session(st_, std::move(socket));
+                start_plain_session(st_, loop, std::move(socket));
             do_accept();
         });
     }
 
-    net::io_context& ioc_;
+    std::vector<std::unique_ptr<event_loop>>& loops_;
+    std::size_t next_ = 0;
     server_state& st_;
     ssl::context* tls_;
     tcp::acceptor acceptor_;
@@ -850,7 +853,13 @@ int run_server(server_options options) {
         }
     }
 
-    net::io_context ioc(static_cast<int>(threads));
+    // One loop per thread; the first also runs the listener, the signals and the command handlers.
+    std::vector<std::unique_ptr<event_loop>> loops;
+    for (unsigned i = 0; i < threads; ++i) loops.push_back(std::make_unique<event_loop>());
+    auto& ioc = loops.front()->context();
+    auto stop_loops = [&loops] {
+        for (auto& l : loops) l->stop();
+    };
     if (!o.signal_routes.empty() || !o.on_connect.empty() || !o.on_disconnect.empty() || !o.schedules.empty()) {
         st.handlers = std::make_shared<command_handlers>(
             ioc.get_executor(), st.reg, o.levels,
@@ -860,7 +869,7 @@ int run_server(server_options options) {
             handler_logger_for(st));
         st.handlers->start();
     }
-    listener lis(ioc, st, tls ? &*tls : nullptr);
+    listener lis(loops, st, tls ? &*tls : nullptr);
     auto local = lis.open(*ep);
     if (!local) {
         st.log.log(severity::error, local.error().message);
@@ -895,12 +904,12 @@ int run_server(server_options options) {
             st.handlers->stop();
         }
         if (drained && (!st.handlers || st.handlers->idle())) {
-            ioc.stop();
+            stop_loops();
             return;
         }
         if (std::chrono::steady_clock::now() >= deadline) {
             if (aborted) {
-                ioc.stop();
+                stop_loops();
                 return;
             }
             aborted = true;
@@ -936,8 +945,8 @@ int run_server(server_options options) {
 
     std::vector<std::thread> pool;
     pool.reserve(threads - 1);
-    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
-    ioc.run();
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&loop = *loops[i]] { loop.run(); });
+    loops.front()->run();
     for (auto& t : pool) t.join();
 
     // The loop is stopped: break the cycles a parked write holds before everything goes.

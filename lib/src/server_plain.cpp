@@ -3,11 +3,11 @@
 
 namespace wsig::detail {
 
-void start_plain_session(server_state& st, tcp::socket socket) {
+void start_plain_session(server_state& st, event_loop& loop, socket_type socket) {
     error_code ec;
     auto remote = socket.remote_endpoint(ec);
     if (ec) return;  // the peer is already gone
-    std::make_shared<http_session<beast::tcp_stream>>(st, remote, std::move(socket))->run();
+    std::make_shared<http_session<plain_stream>>(st, loop, remote, std::move(socket))->run();
 }
 
 }  // namespace wsig::detail

@@ -147,14 +147,33 @@ inline bool expected_ending(error_code const& ec) {
            ec == net::error::not_connected || ec == net::error::bad_descriptor;
 }
 
-template <class Stream>
-constexpr bool is_tls_v = !std::is_same_v<Stream, beast::tcp_stream>;
+// The HTTP side of a plain connection (Beast's timeouts bound requests); a WebSocket takes its
+// socket alone, with no timer behind every read (the session's own ping timer finds dead peers).
+using plain_stream = beast::basic_stream<tcp, net::io_context::executor_type>;
 
 template <class Stream>
-class ws_session final : public live_session, public gate_owner, public std::enable_shared_from_this<ws_session<Stream>> {
+constexpr bool is_tls_v = !std::is_same_v<Stream, plain_stream> && !std::is_same_v<Stream, socket_type>;
+
+// What a WebSocket session runs on, made from its HTTP session's stream.
+inline socket_type to_ws_transport(plain_stream&& s) { return std::move(s).release_socket(); }
+template <class Tls>
+Tls&& to_ws_transport(Tls&& s) { return std::move(s); }
+template <class Stream>
+using ws_transport_t = std::remove_cvref_t<decltype(to_ws_transport(std::declval<Stream>()))>;
+
+// The TCP socket under a transport.
+inline socket_type& tcp_socket(socket_type& s) noexcept { return s; }
+template <class Stream>
+auto& tcp_socket(Stream& s) noexcept { return beast::get_lowest_layer(s).socket(); }
+
+template <class Stream>
+class ws_session final : public live_session,
+                         public gate_owner,
+                         public flushable,
+                         public std::enable_shared_from_this<ws_session<Stream>> {
 public:
-    ws_session(server_state& st, Stream&& stream, std::string leftover, upgrade_plan plan)
-        : st_(st), ws_(std::move(stream)), kind_(plan.kind), info_(std::move(plan.info)),
+    ws_session(server_state& st, event_loop& loop, Stream&& stream, std::string leftover, upgrade_plan plan)
+        : st_(st), loop_(loop), ws_(std::move(stream)), kind_(plan.kind), info_(std::move(plan.info)),
           ping_timer_(ws_.get_executor()) {
         exec_ = std::move(plan.exec);
         ws_.next_layer().set_prefix(std::move(leftover));
@@ -187,7 +206,7 @@ public:
         ws_.control_callback([this](websocket::frame_type, beast::string_view) { activity_ = true; });
         if constexpr (!is_tls_v<Stream>) {
             error_code ignored;  // only our synchronous write_some is affected; async ops already are
-            beast::get_lowest_layer(ws_).socket().non_blocking(true, ignored);
+            sock().non_blocking(true, ignored);
         }
         req_ = std::move(req);
         ws_.async_accept(req_, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
@@ -218,16 +237,23 @@ public:
             }
             pending_.push_back(std::move(m));
             queued_bytes_ += size;
-            if (flush_posted_) return;
-            flush_posted_ = true;
+            if (flush_scheduled_) return;
+            flush_scheduled_ = true;
         }
-        net::post(ws_.get_executor(), [self = this->shared_from_this()] {
-            {
-                std::lock_guard lock(self->mutex_);
-                self->flush_posted_ = false;
-            }
-            self->do_flush();
-        });
+        // Written at the end of the loop's round, together with whatever else arrives in it.
+        if (loop_.running_here())
+            loop_.mark_dirty(this->shared_from_this());
+        else
+            net::post(ws_.get_executor(), [self = this->shared_from_this()] { self->loop_.mark_dirty(self); });
+    }
+
+    // flushable: the loop's end-of-round write.
+    void flush_now() override {
+        {
+            std::lock_guard lock(mutex_);
+            flush_scheduled_ = false;
+        }
+        do_flush();
     }
 
     void close(std::uint16_t code, std::string reason) override {
@@ -242,7 +268,7 @@ public:
     void abort() override {
         net::post(ws_.get_executor(), [self = this->shared_from_this()] {
             error_code ignored;
-            beast::get_lowest_layer(self->ws_).socket().close(ignored);
+            self->sock().close(ignored);
             self->ping_timer_.cancel();
         });
     }
@@ -275,6 +301,8 @@ public:
     void release_parked() override { ws_.next_layer().drop_parked(); }
 
 private:
+    auto& sock() noexcept { return tcp_socket(ws_.next_layer().next_layer()); }
+
     void fail(error_code ec, char const* stage) {
         if (expected_ending(ec)) {
             st_.log.log(severity::debug, fmt::format("{} {}: {} ({})", info_.remote, info_.path, stage, ec.message()));
@@ -387,7 +415,7 @@ private:
         }
         if constexpr (!is_tls_v<Stream>) {
             error_code ec;
-            auto n = beast::get_lowest_layer(ws_).socket().write_some(buffers_, ec);
+            auto n = sock().write_some(buffers_, ec);
             if (ec == net::error::would_block || ec == net::error::try_again) {
                 n = 0;
                 ec = {};
@@ -424,7 +452,7 @@ private:
         if (ec) {
             fail(ec, "write");
             error_code ignored;
-            beast::get_lowest_layer(ws_).socket().close(ignored);
+            sock().close(ignored);
             return;
         }
         st_.stats.messages_sent += count;
@@ -497,7 +525,7 @@ private:
             st_.log.log(severity::info, fmt::format("closing {} ({}): missed two pongs", info_.remote,
                                                     redact_id(info_.client_id)));
             error_code ignored;
-            beast::get_lowest_layer(ws_).socket().close(ignored);
+            sock().close(ignored);
             return;
         }
         if (!ping_in_flight_ && ws_.is_open()) {
@@ -512,6 +540,7 @@ private:
     }
 
     server_state& st_;
+    event_loop& loop_;
     websocket::stream<gate_stream<Stream>> ws_;
     session_kind kind_;
     connection_info info_;
@@ -523,7 +552,7 @@ private:
     std::mutex mutex_;
     std::vector<message_ptr> pending_;
     std::size_t queued_bytes_ = 0;  // pending plus in flight
-    bool flush_posted_ = false;
+    bool flush_scheduled_ = false;  // marked dirty on the loop (or on its way there)
     bool closing_ = false;          // no more sends accepted
 
     // Strand-only.
@@ -548,8 +577,8 @@ template <class Stream>
 class http_session : public std::enable_shared_from_this<http_session<Stream>> {
 public:
     template <class... Args>
-    http_session(server_state& st, tcp::endpoint remote, Args&&... args)
-        : st_(st), remote_(std::move(remote)), stream_(std::forward<Args>(args)...) {}
+    http_session(server_state& st, event_loop& loop, tcp::endpoint remote, Args&&... args)
+        : st_(st), loop_(loop), remote_(std::move(remote)), stream_(std::forward<Args>(args)...) {}
 
     void run() {
         net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->start(); });
@@ -616,8 +645,9 @@ private:
             if (auto* res = std::get_if<response>(&plan)) return write(std::move(*res), true);
             lowest().expires_never();
             std::string leftover(static_cast<char const*>(buffer_.cdata().data()), buffer_.size());
-            std::make_shared<ws_session<Stream>>(st_, std::move(stream_), std::move(leftover),
-                                                 std::move(std::get<upgrade_plan>(plan)))
+            std::make_shared<ws_session<ws_transport_t<Stream>>>(st_, loop_, to_ws_transport(std::move(stream_)),
+                                                                 std::move(leftover),
+                                                                 std::move(std::get<upgrade_plan>(plan)))
                 ->run(std::move(req));
             return;
         }
@@ -655,6 +685,7 @@ private:
     }
 
     server_state& st_;
+    event_loop& loop_;
     tcp::endpoint remote_;
     Stream stream_;
     beast::flat_buffer buffer_;

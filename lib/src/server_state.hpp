@@ -3,6 +3,7 @@
 #pragma once
 
 #include "handlers.hpp"
+#include "event_loop.hpp"
 
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
@@ -32,6 +33,8 @@ namespace http = boost::beast::http;
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 using tcp = boost::asio::ip::tcp;
+// Sockets belong to one event loop's io_context: a concrete executor, not a type-erased one.
+using socket_type = boost::asio::basic_stream_socket<tcp, boost::asio::io_context::executor_type>;
 
 enum class severity { debug, info, warning, error };
 
@@ -144,8 +147,8 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
                        bool binary);
 
 // Start a session on an accepted socket (server_plain.cpp, server_tls.cpp).
-void start_plain_session(server_state& st, tcp::socket socket);
-void start_tls_session(server_state& st, boost::asio::ssl::context& ctx, tcp::socket socket);
+void start_plain_session(server_state& st, event_loop& loop, socket_type socket);
+void start_tls_session(server_state& st, event_loop& loop, boost::asio::ssl::context& ctx, socket_type socket);
 
 // The server's log as the command handlers' logger.
 handler_logger handler_logger_for(server_state& st);

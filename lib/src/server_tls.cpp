@@ -7,11 +7,11 @@
 
 namespace wsig::detail {
 
-void start_tls_session(server_state& st, boost::asio::ssl::context& ctx, tcp::socket socket) {
+void start_tls_session(server_state& st, event_loop& loop, boost::asio::ssl::context& ctx, socket_type socket) {
     error_code ec;
     auto remote = socket.remote_endpoint(ec);
     if (ec) return;  // the peer is already gone
-    std::make_shared<http_session<net::ssl::stream<beast::tcp_stream>>>(st, remote, std::move(socket), ctx)->run();
+    std::make_shared<http_session<net::ssl::stream<plain_stream>>>(st, loop, remote, std::move(socket), ctx)->run();
 }
 
 }  // namespace wsig::detail
