@@ -126,6 +126,34 @@ def test_the_debug_log_never_holds_the_secret_the_api_key_or_a_full_signed_id(se
         assert sig not in log, f"a signature is in the log: {sig}"
 
 
+@pytest.mark.parametrize("value", [b"https://evil\x1b[31m", b"https://evil\rfake line", b"x\x01\x7f"],
+                         ids=["escape", "carriage-return", "control"])
+def test_control_characters_in_a_header_are_refused_before_any_log_line(serve, value):
+    s = serve(*ROUTES, "--allow-origin", "https://good.example", "-v")  # a refused Origin is logged
+    head, _ = raw_http(s.port, b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                               b"Origin: " + value + b"\r\n\r\n")
+    assert head.status == 400, head.raw
+    assert s.stop() == 0
+    log = s.proc.stderr.read()
+    assert b"evil" not in log and b"\x1b" not in log and b"\x01" not in log, log
+
+
+@pytest.mark.xfail(strict=True, reason="gap (SECURITY.md): text logs write client-chosen Names verbatim "
+                                       "(lib/src/server.cpp logger::log)")
+def test_a_client_cannot_forge_a_log_line_through_an_envelope_name(serve):
+    s = serve(*ROUTES, "--broadcast-level", "group")  # a refused broadcast is logged with its Name
+    a = RawWS.open(s.port, "/chat")
+    a.send_env("x", path="Chat\n2030-01-01T00:00:00.000Z error FORGED\u001b[31m")
+    assert sync_self(a) == []
+    a.close()
+    assert s.stop() == 0
+    log = s.proc.stderr.read().decode(errors="replace")
+    assert "not sent" in log
+    assert not any(line.startswith("2030-01-01") for line in log.splitlines()), log
+    assert "\x1b" not in log
+
+
 # --- child processes -----------------------------------------------------------------------------
 
 PROBE = ("/usr/bin/python3 -c \"import json, os, sys; "
