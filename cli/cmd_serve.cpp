@@ -234,7 +234,7 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
         ->envname("WSIG_ALLOW_ORIGIN")
         ->type_name("PATTERN");
     app->add_option("--api-key-file", opts->api_key_file,
-                    "Require 'Authorization: Bearer KEY' on /signal and /signal/connections (or WSIG_API_KEY)")
+                    "Require 'Authorization: Bearer KEY' on /signal, /signal/connections and /metrics (or WSIG_API_KEY)")
         ->envname("WSIG_API_KEY_FILE")
         ->type_name("FILE");
     app->add_option("--max-message-size", opts->max_message_size,

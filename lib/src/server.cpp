@@ -101,6 +101,26 @@ bool logger::enabled(severity s) const noexcept {
     return true;
 }
 
+namespace {
+
+// One log record is one line: control characters that a client chose (a Name, a header, a
+// command's output) are shown escaped, so no one can forge a line or colour the terminal.
+std::string one_line(std::string_view message) {
+    std::string out;
+    out.reserve(message.size());
+    for (char c : message) {
+        auto u = static_cast<unsigned char>(c);
+        if (u == '\n') out += "\\n";
+        else if (u == '\r') out += "\\r";
+        else if (u == '\t') out += "\\t";
+        else if (u < 0x20 || u == 0x7f) out += fmt::format("\\x{:02x}", u);
+        else out += c;
+    }
+    return out;
+}
+
+}  // namespace
+
 void logger::log(severity s, std::string_view message) const {
     if (!enabled(s)) return;
     static constexpr char const* names[] = {"debug", "info", "warning", "error"};
@@ -112,7 +132,7 @@ void logger::log(severity s, std::string_view message) const {
                                                                         json::error_handler_t::replace) +
                "\n";
     else
-        line = fmt::format("{} {} {}\n", ts, level, message);
+        line = fmt::format("{} {} {}\n", ts, level, one_line(message));
     std::lock_guard lock(mutex_);
     std::fwrite(line.data(), 1, line.size(), stderr);
     std::fflush(stderr);
@@ -562,6 +582,11 @@ response handle_http(server_state& st, request const& req, tcp::endpoint const& 
     auto t = parse_target(req.target());
     auto path = t.path;
     auto method = req.method();
+    auto unauthorized = [&] {  // the push and admin API when --api-key-file is set
+        auto res = json_error(req, http::status::unauthorized, "missing or wrong API key");
+        res.set(http::field::www_authenticate, "Bearer");
+        return res;
+    };
     auto not_allowed = [&](char const* allow) {
         auto res = make_response(req, http::status::method_not_allowed, "method not allowed\n");
         res.set(http::field::allow, allow);
@@ -569,9 +594,7 @@ response handle_http(server_state& st, request const& req, tcp::endpoint const& 
     };
     if (path == "/signal") {
         if (method != http::verb::post) return not_allowed("POST");
-        response res = api_key_ok(st, req) ? handle_push(st, req, remote)
-                                           : json_error(req, http::status::unauthorized, "missing or wrong API key");
-        if (res.result() == http::status::unauthorized) res.set(http::field::www_authenticate, "Bearer");
+        response res = api_key_ok(st, req) ? handle_push(st, req, remote) : unauthorized();
         st.stats.count_push(res.result_int());
         if (res.result_int() >= 400)
             st.log.log(severity::info, fmt::format("push from {} answered {}: {}", peer_string(remote),
@@ -580,11 +603,7 @@ response handle_http(server_state& st, request const& req, tcp::endpoint const& 
     }
     if (path == "/signal/connections") {
         if (method != http::verb::get && method != http::verb::delete_) return not_allowed("GET, DELETE");
-        if (!api_key_ok(st, req)) {
-            auto res = json_error(req, http::status::unauthorized, "missing or wrong API key");
-            res.set(http::field::www_authenticate, "Bearer");
-            return res;
-        }
+        if (!api_key_ok(st, req)) return unauthorized();
         return handle_connections(st, req, t);
     }
     if (path == "/healthz") {
@@ -593,6 +612,7 @@ response handle_http(server_state& st, request const& req, tcp::endpoint const& 
     }
     if (path == "/metrics") {
         if (method != http::verb::get) return not_allowed("GET");
+        if (!api_key_ok(st, req)) return unauthorized();  // an admin endpoint: it lists the Names in use
         return make_response(req, http::status::ok, metrics_text(st), "text/plain; version=0.0.4; charset=utf-8");
     }
     if (match_route(st, path, false)) {

@@ -139,8 +139,6 @@ def test_control_characters_in_a_header_are_refused_before_any_log_line(serve, v
     assert b"evil" not in log and b"\x1b" not in log and b"\x01" not in log, log
 
 
-@pytest.mark.xfail(strict=True, reason="gap (SECURITY.md): text logs write client-chosen Names verbatim "
-                                       "(lib/src/server.cpp logger::log)")
 def test_a_client_cannot_forge_a_log_line_through_an_envelope_name(serve):
     s = serve(*ROUTES, "--broadcast-level", "group")  # a refused broadcast is logged with its Name
     a = RawWS.open(s.port, "/chat")
@@ -299,8 +297,6 @@ def test_the_push_and_admin_api_refuse_requests_without_the_key(serve, key_file)
     a.close()
 
 
-@pytest.mark.xfail(strict=True, reason="gap (SECURITY.md): /metrics is not behind --api-key-file "
-                                       "(lib/src/server.cpp handle_http)")
 def test_metrics_needs_the_key_when_one_is_set(serve, key_file):
     s = serve(*ROUTES, "--api-key-file", key_file)
     assert http(s.port, "GET", "/metrics").status in (401, 403)
