@@ -36,7 +36,7 @@ _wsig() {
             --shutdown-timeout) return ;;
             --log-format) COMPREPLY=($(compgen -W 'text json' -- "$cur")); return ;;
             --ready-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-            --signal-route) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --signal-route) return ;;
             --on-connect) return ;;
             --on-disconnect) return ;;
             --every) return ;;

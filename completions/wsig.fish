@@ -37,7 +37,7 @@ complete -c wsig -n '__fish_seen_subcommand_from serve' -l log-format -r -a 'tex
 complete -c wsig -n '__fish_seen_subcommand_from serve' -s q -l quiet -d 'Log only warnings and errors'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -s v -l verbose -d 'Log every connection and request failure'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l ready-file -r -F -d 'Write the URL to FILE once accepting'
-complete -c wsig -n '__fish_seen_subcommand_from serve' -l signal-route -r -F -d 'PATH=CMD: messages on sockets of PATH go to CMD as JSON lines; its JSON lines are actions (send, reply, close); no default routing there (repeatable)'
+complete -c wsig -n '__fish_seen_subcommand_from serve' -l signal-route -r -d 'PATH=CMD: messages on sockets of PATH go to CMD as JSON lines; its JSON lines are actions (send, reply, close); no default routing there (repeatable)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l on-connect -r -d 'Run CMD per connection, with the event JSON on stdin and WSIG_* variables'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l on-disconnect -r -d 'Run CMD per disconnection (every cause), with the event JSON on stdin and WSIG_* variables'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l every -r -d 'DURATION:NAME:CMD: run CMD every DURATION and broadcast its output to NAME (repeatable)'
