@@ -273,7 +273,7 @@ public:
         });
     }
 
-    // gate_owner, all on the session's strand
+    // gate_owner, all on the session's loop
     bool raw_pending() override {
         if (!open_ || close_frame_sent_) return false;
         std::lock_guard lock(mutex_);
@@ -555,7 +555,7 @@ private:
     bool flush_scheduled_ = false;  // marked dirty on the loop (or on its way there)
     bool closing_ = false;          // no more sends accepted
 
-    // Strand-only.
+    // Only on the session's loop.
     std::vector<message_ptr> writing_;           // in flight: kept alive until the write completes
     std::vector<net::const_buffer> buffers_;
     bool open_ = false;
