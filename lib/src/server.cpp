@@ -182,7 +182,7 @@ std::string trim(std::string_view s) {
 }
 
 struct split_target {
-    std::string_view path;
+    std::string path;
     std::vector<std::pair<std::string, std::string>> query;
 
     std::optional<std::string> get(std::string_view key) const {
@@ -192,10 +192,27 @@ struct split_target {
     }
 };
 
-split_target parse_target(std::string_view target) {
+}  // namespace
+
+std::string origin_form(std::string_view target) {
+    for (std::string_view scheme : {"http://", "https://"}) {
+        if (target.size() < scheme.size() || !iequals(target.substr(0, scheme.size()), scheme)) continue;
+        auto rest = target.substr(scheme.size());
+        auto end = rest.find_first_of("/?");
+        if (end == std::string_view::npos) return "/";
+        return rest[end] == '/' ? std::string(rest.substr(end)) : "/" + std::string(rest.substr(end));
+    }
+    return std::string(target);
+}
+
+namespace {
+
+split_target parse_target(std::string_view raw_target) {
     split_target out;
+    auto full = origin_form(raw_target);
+    std::string_view target = full;
     auto q = target.find('?');
-    out.path = target.substr(0, q);
+    out.path = std::string(target.substr(0, q));
     if (q == std::string_view::npos) return out;
     auto rest = target.substr(q + 1);
     while (!rest.empty()) {
@@ -291,6 +308,7 @@ struct route_match {
 
 std::optional<route_match> match_route(server_state const& st, std::string_view path, bool with_auto = true) {
     auto const& o = st.opts;
+    if (!path.starts_with('/')) return std::nullopt;  // "GET ?x", "GET *": no route, not even --auto-upgrade
     for (auto const& e : o.echo_paths)
         if (e == path) return route_match{session_kind::echo, {}, {}, scope::global};
     for (auto const& r : o.routes)
@@ -546,7 +564,7 @@ response serve_static(server_state& st, request const& req) {
         res.set(http::field::allow, "GET, HEAD");
         return res;
     }
-    auto file = resolve_static(st.static_root, req.target());
+    auto file = resolve_static(st.static_root, origin_form(req.target()));
     if (file.status != 200) return make_response(req, http::status::not_found, "not found\n");
     std::error_code ec;
     auto size = std::filesystem::file_size(file.path, ec);
@@ -557,12 +575,7 @@ response serve_static(server_state& st, request const& req) {
     std::string body(static_cast<std::size_t>(size), '\0');
     if (!in.read(body.data(), static_cast<std::streamsize>(size)))
         return make_response(req, http::status::not_found, "not found\n");
-    auto res = make_response(req, http::status::ok, std::move(body), file.content_type);
-    if (method == http::verb::head) {
-        res.body().clear();
-        res.content_length(size);  // the length a GET would give, and no body
-    }
-    return res;
+    return make_response(req, http::status::ok, std::move(body), file.content_type);
 }
 
 }  // namespace
@@ -577,10 +590,13 @@ handler_logger handler_logger_for(server_state& st) {
     };
 }
 
-response handle_http(server_state& st, request const& req, tcp::endpoint const& remote) {
+namespace {
+
+response route_http(server_state& st, request const& req, tcp::endpoint const& remote) {
     auto t = parse_target(req.target());
     auto path = t.path;
-    auto method = req.method();
+    // HEAD is GET without the body (handle_http strips it): what answers GET answers HEAD.
+    auto method = req.method() == http::verb::head ? http::verb::get : req.method();
     auto unauthorized = [&] {  // the push and admin API when --api-key-file is set
         auto res = json_error(req, http::status::unauthorized, "missing or wrong API key");
         res.set(http::field::www_authenticate, "Bearer");
@@ -626,6 +642,21 @@ response handle_http(server_state& st, request const& req, tcp::endpoint const& 
     }
     if (!st.opts.static_dir.empty()) return serve_static(st, req);
     return make_response(req, http::status::not_found, "not found\n");
+}
+
+}  // namespace
+
+void strip_for_head(request const& req, response& res) {
+    if (req.method() != http::verb::head) return;
+    auto length = res.body().size();
+    res.body().clear();
+    res.content_length(length);  // what a GET would give
+}
+
+response handle_http(server_state& st, request const& req, tcp::endpoint const& remote) {
+    auto res = route_http(st, req, remote);
+    strip_for_head(req, res);
+    return res;
 }
 
 void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,

@@ -8,6 +8,7 @@
 #include <wsig/message.hpp>
 
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/compose.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream_base.hpp>
@@ -20,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -131,6 +133,49 @@ template <class Next>
 void teardown(beast::role_type role, gate_stream<Next>& s, error_code& ec) {
     using websocket::teardown;
     teardown(role, s.next_layer(), ec);
+}
+
+// The end of a plain connection after a close frame: stop sending, read (and drop) what the peer
+// still sends until its end of stream, then close. Beast 1.81's own TCP teardown stops draining
+// after the first read that finds data (beast/websocket/impl/teardown.hpp tests the coroutine's
+// argument, not what was read), so closing the socket then, with the rest of a refused 1009
+// message still arriving, reset the connection and the peer never read the close frame.
+// Bounded: at most 64 MiB and 5 s, then the socket is closed anyway.
+template <class Handler>
+void async_teardown(beast::role_type role, gate_stream<socket_type>& s, Handler&& handler) {
+    struct drain {
+        explicit drain(socket_type& so) : sock(so), deadline(so.get_executor()) {}
+        socket_type& sock;
+        net::steady_timer deadline;
+        std::array<char, 4096> buf{};
+        std::size_t total = 0;
+        bool done = false;
+    };
+    auto d = std::make_shared<drain>(s.next_layer());
+    error_code ignored;
+    if (role == beast::role_type::server) d->sock.shutdown(net::socket_base::shutdown_send, ignored);
+    d->deadline.expires_after(std::chrono::seconds(5));
+    d->deadline.async_wait([d](error_code ec) {
+        if (ec || d->done) return;  // while not done, the read below holds the session (and socket)
+        error_code ignore;
+        d->sock.close(ignore);  // the read completes with operation_aborted
+    });
+    constexpr std::size_t drain_limit = 64u << 20;
+    net::async_compose<Handler, void(error_code)>(
+        [d, started = false](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
+            d->total += n;
+            if (!started || (!ec && d->total < drain_limit)) {
+                started = true;
+                d->sock.async_read_some(net::buffer(d->buf), std::move(self));
+                return;
+            }
+            d->done = true;
+            d->deadline.cancel();
+            error_code ignore;
+            d->sock.close(ignore);
+            self.complete(ec == net::error::eof ? error_code{} : ec);
+        },
+        handler, d->sock);
 }
 
 template <class Next, class Handler>
@@ -642,7 +687,10 @@ private:
         parser_.reset();
         if (wants_upgrade(req)) {
             auto plan = plan_upgrade(st_, req, remote_);
-            if (auto* res = std::get_if<response>(&plan)) return write(std::move(*res), true);
+            if (auto* res = std::get_if<response>(&plan)) {
+                strip_for_head(req, *res);
+                return write(std::move(*res), true);
+            }
             lowest().expires_never();
             std::string leftover(static_cast<char const*>(buffer_.cdata().data()), buffer_.size());
             std::make_shared<ws_session<ws_transport_t<Stream>>>(st_, loop_, to_ws_transport(std::move(stream_)),
@@ -656,8 +704,7 @@ private:
 
     void write(response res, bool close_after) {
         if (close_after) res.keep_alive(false);
-        res_.emplace(std::move(res));
-        res_->prepare_payload();
+        res_.emplace(std::move(res));  // complete: make_response and handle_http set its length
         lowest().expires_after(std::chrono::seconds(30));
         beast::http::async_write(stream_, *res_,
                                  beast::bind_front_handler(&http_session::on_write, this->shared_from_this()));

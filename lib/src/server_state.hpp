@@ -110,6 +110,10 @@ struct upgrade_plan {
 };
 std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote);
 
+// A request target in origin form ("/path?query"). The absolute form a client may send
+// ("http://host:port/path?query", RFC 9112 section 3.2.2) means the same; its empty path is "/".
+std::string origin_form(std::string_view target);
+
 // True when the request asks for a WebSocket (an Upgrade: websocket or a Sec-WebSocket-Key).
 bool wants_upgrade(request const& req);
 
@@ -135,8 +139,13 @@ void add_signal_headers_to(Res& res, connection_info const& info) {
     res.set(http::field::server, "wsig");
 }
 
-// Every HTTP request that is not an upgrade.
+// Every HTTP request that is not an upgrade. The response is complete: its Content-Length is set,
+// and an answer to HEAD has the length a GET would give and no body.
 response handle_http(server_state& st, request const& req, tcp::endpoint const& remote);
+
+// A response to HEAD keeps its Content-Length and loses its body (a keep-alive client would read the
+// body as the next response).
+void strip_for_head(request const& req, response& res);
 
 // A simple response with the request's version and keep-alive.
 response make_response(request const& req, http::status status, std::string body,

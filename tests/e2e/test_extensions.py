@@ -1,6 +1,7 @@
 """`wsig serve` extensions through the real binary: signal routes (--signal-route), connect and
 disconnect hooks, local routes (exec=), schedules (--every) and static files (--static).
 Handlers are small Python and shell programs written by the tests."""
+from http.client import HTTPConnection
 import json
 import os
 import pathlib
@@ -307,6 +308,18 @@ def test_static_files_replace_the_demo_page(serve, site):
     assert (r.status, r.body, r.headers["content-type"]) == (200, b"b{}", "text/css; charset=utf-8")
     assert http(s.port, "GET", "/missing.html").status == 404
     assert http(s.port, "HEAD", "/css/a.css").status == 200
+
+
+def test_head_of_a_static_file_gives_its_length_and_no_body(serve, site):
+    s = serve("--static", site)
+    conn = HTTPConnection("127.0.0.1", s.port, timeout=10)  # keep-alive: one connection
+    conn.request("HEAD", "/css/a.css")
+    r = conn.getresponse()
+    assert (r.status, r.getheader("Content-Length"), r.read()) == (200, "3", b"")
+    conn.request("GET", "/css/a.css")  # read right after: no stray body bytes in between
+    r = conn.getresponse()
+    assert (r.status, r.read()) == (200, b"b{}")
+    conn.close()
 
 
 @pytest.mark.parametrize("target", ["/../secret.txt", "/css/../../secret.txt", "/%2e%2e/secret.txt",

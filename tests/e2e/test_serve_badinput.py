@@ -73,6 +73,50 @@ def test_unknown_path_is_404(serve, path):
     assert http(s.port, "GET", path).status == 404
 
 
+def test_head_answers_have_no_body_so_the_next_response_on_the_connection_is_intact(serve):
+    s = serve(*ROUTES)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+        c.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"HEAD /signal HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    # Read as a client must: a response to HEAD ends with its header block, whatever its Content-Length.
+    got = []
+    for has_body in (False, False, False, True):
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, (got, data)
+        lines = head.split(b"\r\n")
+        length = next(int(v) for k, _, v in (l.partition(b": ") for l in lines[1:]) if k.lower() == b"content-length")
+        body, data = (data[:length], data[length:]) if has_body else (b"", data)
+        got.append((lines[0], length, body))
+    assert got == [(b"HTTP/1.1 404 Not Found", 10, b""),  # the length of "not found\n", as a GET would give
+                   (b"HTTP/1.1 200 OK", 2, b""),
+                   (b"HTTP/1.1 405 Method Not Allowed", len(b"method not allowed\n"), b""),
+                   (b"HTTP/1.1 200 OK", 2, b"ok")]
+    assert data == b""  # nothing stray after the last response
+
+
+def test_a_target_in_absolute_form_is_the_same_as_its_path(serve):
+    s = serve(*ROUTES)
+    hs, body = raw_http(s.port, f"GET http://127.0.0.1:{s.port}/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                f"Connection: close\r\n\r\n".encode())
+    assert (hs.status, body) == (200, b"ok"), hs.raw
+    hs, _ = raw_http(s.port, b"GET HTTP://127.0.0.1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert hs.status == 404, hs.raw  # its empty path is "/", which ROUTES do not serve
+
+
+@pytest.mark.parametrize("target", ["?x", "*", "chat"])
+def test_auto_upgrade_refuses_a_target_that_is_not_a_path(serve, target):
+    s = serve("--auto-upgrade")
+    hs, _ = raw_http(s.port, f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    assert hs.status == 404, hs.raw
+    assert connections(s.port) == []
+
+
 def test_upgrade_on_an_unknown_path_is_404_without_auto_upgrade(serve):
     s = serve(*ROUTES)
     hs = RawWS.attempt(s.port, "/nope")
@@ -98,6 +142,7 @@ def test_a_message_at_the_limit_passes_one_over_closes_1009(serve):
     assert a.recv() == "x" * (1024 - len(envelope("", direct=True)))
     a.send_text(padded_envelope(1025))
     assert a.expect_close()[0] == 1009
+    a.close()  # as a client does when the server's end of stream follows its close frame
     assert sync_self(b) == []  # the others are untouched
     wait_connections(s.port, 1)
     b.close()
