@@ -20,13 +20,27 @@ public:
     virtual void flush_now() = 0;
 };
 
+// A descriptor in the loop's own epoll set: told the epoll events of each edge, on the loop's thread.
+class io_watch {
+public:
+    virtual ~io_watch() = default;
+    virtual void on_io(std::uint32_t events) = 0;
+};
+
 class event_loop {
 public:
     using executor_type = boost::asio::io_context::executor_type;
 
-    event_loop() : ioc_(1), work_(ioc_.get_executor()) {}
+    event_loop();
+    ~event_loop();
     event_loop(event_loop const&) = delete;
     event_loop& operator=(event_loop const&) = delete;
+
+    // Only on this loop's thread. Adds `fd` to the loop's epoll set (edge-triggered, in and out);
+    // `w` hears its events until unwatch(). Returns the key to unwatch it with.
+    std::uint64_t watch(int fd, io_watch* w, boost::system::error_code& ec);
+    // Removes `fd` (still open) from the set; events already taken for it are not delivered.
+    void unwatch(int fd, std::uint64_t key) noexcept;
 
     boost::asio::io_context& context() noexcept { return ioc_; }
     executor_type get_executor() noexcept { return ioc_.get_executor(); }
@@ -61,6 +75,15 @@ public:
     }
 
 private:
+    struct watch_slot {
+        io_watch* w = nullptr;
+        std::uint32_t gen = 0;
+    };
+    class watch_wait;  // the Asio wait on the epoll set (event_loop.cpp)
+
+    void arm_watches();
+    void on_watches();
+
     void flush_dirty() {
         while (!dirty_.empty()) {
             flushing_.swap(dirty_);
@@ -69,8 +92,20 @@ private:
         }
     }
 
+    // Declared before ioc_, so destroyed after it: the handlers ioc_ destroys may still close
+    // sockets in the set.
+    struct owned_fd {
+        int fd = -1;
+        ~owned_fd();
+    };
+    owned_fd epfd_;
+    std::vector<watch_slot> slots_;
+    std::vector<std::uint32_t> free_slots_;
+    bool watches_armed_ = false;
+
     boost::asio::io_context ioc_;
     boost::asio::executor_work_guard<executor_type> work_;
+    std::unique_ptr<watch_wait> wait_;
     std::vector<std::shared_ptr<flushable>> dirty_;
     std::vector<std::shared_ptr<flushable>> flushing_;
     static inline thread_local event_loop* current_ = nullptr;

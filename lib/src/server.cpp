@@ -999,7 +999,7 @@ int run_server(server_options options) {
     loops.front()->run();
     for (auto& t : pool) t.join();
 
-    // The loop is stopped: break the cycles a parked write holds before everything goes.
+    // The loop is stopped: break the cycles a parked write or read holds before everything goes.
     for (auto const& s : st.live_sessions()) s->release_parked();
     st.handlers.reset();  // children still running are ended and reaped before the io_context goes
     st.log.log(severity::info, "stopped");

@@ -1,8 +1,10 @@
 // Private to the server: the per-connection sessions, templated on the transport (plain TCP or TLS).
 // http_session reads requests and hands upgrades to ws_session; ws_session reads with Beast and
-// writes pre-framed shared messages itself, through a write gate shared with Beast's own writes.
+// writes its send queue (pre-framed messages) itself, through a write gate shared with Beast's writes.
 #pragma once
 
+#include "epoll_socket.hpp"
+#include "send_queue.hpp"
 #include "server_state.hpp"
 
 #include <wsig/message.hpp>
@@ -135,6 +137,11 @@ void teardown(beast::role_type role, gate_stream<Next>& s, error_code& ec) {
     teardown(role, s.next_layer(), ec);
 }
 
+inline void teardown(beast::role_type role, gate_stream<epoll_socket>& s, error_code& ec) {
+    if (role == beast::role_type::server) s.next_layer().shutdown(net::socket_base::shutdown_send, ec);
+    s.next_layer().close(ec);
+}
+
 // The end of a plain connection after a close frame: stop sending, read (and drop) what the peer
 // still sends until its end of stream, then close. Beast 1.81's own TCP teardown stops draining
 // after the first read that finds data (beast/websocket/impl/teardown.hpp tests the coroutine's
@@ -142,10 +149,10 @@ void teardown(beast::role_type role, gate_stream<Next>& s, error_code& ec) {
 // message still arriving, reset the connection and the peer never read the close frame.
 // Bounded: at most 64 MiB and 5 s, then the socket is closed anyway.
 template <class Handler>
-void async_teardown(beast::role_type role, gate_stream<socket_type>& s, Handler&& handler) {
+void async_teardown(beast::role_type role, gate_stream<epoll_socket>& s, Handler&& handler) {
     struct drain {
-        explicit drain(socket_type& so) : sock(so), deadline(so.get_executor()) {}
-        socket_type& sock;
+        explicit drain(epoll_socket& so) : sock(so), deadline(so.get_executor()) {}
+        epoll_socket& sock;
         net::steady_timer deadline;
         std::array<char, 4096> buf{};
         std::size_t total = 0;
@@ -193,21 +200,28 @@ inline bool expected_ending(error_code const& ec) {
 }
 
 // The HTTP side of a plain connection (Beast's timeouts bound requests); a WebSocket takes its
-// socket alone, with no timer behind every read (the session's own ping timer finds dead peers).
+// socket alone, with no timer behind every read (the session's own ping timer finds dead peers),
+// out of Asio's reactor into its loop's epoll set (epoll_socket.hpp).
 using plain_stream = beast::basic_stream<tcp, net::io_context::executor_type>;
 
 template <class Stream>
-constexpr bool is_tls_v = !std::is_same_v<Stream, plain_stream> && !std::is_same_v<Stream, socket_type>;
+constexpr bool is_tls_v = !std::is_same_v<Stream, plain_stream> && !std::is_same_v<Stream, epoll_socket>;
 
-// What a WebSocket session runs on, made from its HTTP session's stream.
-inline socket_type to_ws_transport(plain_stream&& s) { return std::move(s).release_socket(); }
+// What a WebSocket session runs on, made from its HTTP session's stream. A plain socket that
+// cannot join the epoll set comes back closed: the session's first write fails and ends it.
+inline epoll_socket to_ws_transport(event_loop& loop, plain_stream&& s) {
+    error_code ec;
+    int fd = std::move(s).release_socket().release(ec);
+    return epoll_socket(loop, ec ? -1 : fd, ec);
+}
 template <class Tls>
-Tls&& to_ws_transport(Tls&& s) { return std::move(s); }
+Tls&& to_ws_transport(event_loop&, Tls&& s) { return std::move(s); }
 template <class Stream>
-using ws_transport_t = std::remove_cvref_t<decltype(to_ws_transport(std::declval<Stream>()))>;
+using ws_transport_t =
+    std::remove_cvref_t<decltype(to_ws_transport(std::declval<event_loop&>(), std::declval<Stream>()))>;
 
 // The TCP socket under a transport.
-inline socket_type& tcp_socket(socket_type& s) noexcept { return s; }
+inline epoll_socket& tcp_socket(epoll_socket& s) noexcept { return s; }
 template <class Stream>
 auto& tcp_socket(Stream& s) noexcept { return beast::get_lowest_layer(s).socket(); }
 
@@ -249,10 +263,6 @@ public:
         ws_.set_option(websocket::stream_base::decorator(
             [info](websocket::response_type& res) { add_signal_headers_to(res, info); }));
         ws_.control_callback([this](websocket::frame_type, beast::string_view) { activity_ = true; });
-        if constexpr (!is_tls_v<Stream>) {
-            error_code ignored;  // only our synchronous write_some is affected; async ops already are
-            sock().non_blocking(true, ignored);
-        }
         req_ = std::move(req);
         ws_.async_accept(req_, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
     }
@@ -260,7 +270,7 @@ public:
     connection_info const& info() const noexcept override { return info_; }
     connection_ptr self() override { return this->shared_from_this(); }
 
-    void send(message_ptr m) override {
+    void send(message_ptr const& m) override {
         {
             std::lock_guard lock(mutex_);
             if (closing_) return;
@@ -269,8 +279,8 @@ public:
                 ++st_.stats.messages_dropped;
                 if (st_.opts.slow_client == slow_client_policy::drop) return;
                 // close: what is not yet being written goes; the close follows what is in flight.
-                st_.stats.messages_dropped += pending_.size();
-                for (auto const& p : pending_) queued_bytes_ -= p->frame().size();
+                st_.stats.messages_dropped += pending_.messages();
+                queued_bytes_ -= pending_.bytes();
                 pending_.clear();
                 closing_ = true;
                 net::post(ws_.get_executor(), [self = this->shared_from_this()] {
@@ -280,7 +290,7 @@ public:
                 });
                 return;
             }
-            pending_.push_back(std::move(m));
+            pending_.push(m);
             queued_bytes_ += size;
             if (flush_scheduled_) return;
             flush_scheduled_ = true;
@@ -342,8 +352,12 @@ public:
         do_flush();
     }
 
-    // At exit, after the loop stopped: a parked Beast write holds the session; let it go.
-    void release_parked() override { ws_.next_layer().drop_parked(); }
+    // At exit, after the loop stopped: a parked Beast write or a read waiting for its socket holds
+    // the session; let it go.
+    void release_parked() override {
+        ws_.next_layer().drop_parked();
+        if constexpr (!is_tls_v<Stream>) sock().drop_waiting();
+    }
 
 private:
     auto& sock() noexcept { return tcp_socket(ws_.next_layer().next_layer()); }
@@ -439,7 +453,6 @@ private:
                                                  redact_id(info_.client_id), code));
     }
 
-    // Takes everything queued and writes it in one gathered write. False when there was nothing.
     // Takes everything queued and writes it in one gathered write: on plain TCP first as one
     // non-blocking sendmsg (the kernel buffer almost always has room), and only what is left
     // through async_write. True when an asynchronous write is now in flight.
@@ -449,15 +462,11 @@ private:
         {
             std::lock_guard lock(mutex_);
             if (pending_.empty()) return false;
-            writing_.swap(pending_);
+            pending_.take(writing_);
         }
         buffers_.clear();
-        buffers_.reserve(writing_.size());
-        std::size_t total = 0;
-        for (auto const& m : writing_) {
-            buffers_.emplace_back(m->frame().data(), m->frame().size());
-            total += m->frame().size();
-        }
+        for (auto const& c : writing_.chunks()) buffers_.emplace_back(c.bytes().data(), c.bytes().size());
+        std::size_t const total = writing_.bytes();
         if constexpr (!is_tls_v<Stream>) {
             error_code ec;
             auto n = sock().write_some(buffers_, ec);
@@ -486,13 +495,13 @@ private:
 
     // The frames in writing_ are done with (written or failed): release them and account.
     void complete_write(error_code ec) {
-        std::size_t bytes = 0;
-        for (auto const& m : writing_) bytes += m->frame().size();
-        auto count = writing_.size();
+        auto const bytes = writing_.bytes();
+        auto const count = writing_.messages();
         writing_.clear();  // the frames are released only now that the socket is done with them
         {
             std::lock_guard lock(mutex_);
             queued_bytes_ -= bytes;
+            pending_.adopt_spare(writing_);
         }
         if (ec) {
             fail(ec, "write");
@@ -595,13 +604,13 @@ private:
 
     // Shared with other threads (send/close), under mutex_.
     std::mutex mutex_;
-    std::vector<message_ptr> pending_;
+    send_queue pending_;
     std::size_t queued_bytes_ = 0;  // pending plus in flight
     bool flush_scheduled_ = false;  // marked dirty on the loop (or on its way there)
     bool closing_ = false;          // no more sends accepted
 
     // Only on the session's loop.
-    std::vector<message_ptr> writing_;           // in flight: kept alive until the write completes
+    send_queue writing_;                      // in flight: kept alive until the write completes
     std::vector<net::const_buffer> buffers_;
     bool open_ = false;
     bool finished_ = false;
@@ -693,7 +702,7 @@ private:
             }
             lowest().expires_never();
             std::string leftover(static_cast<char const*>(buffer_.cdata().data()), buffer_.size());
-            std::make_shared<ws_session<ws_transport_t<Stream>>>(st_, loop_, to_ws_transport(std::move(stream_)),
+            std::make_shared<ws_session<ws_transport_t<Stream>>>(st_, loop_, to_ws_transport(loop_, std::move(stream_)),
                                                                  std::move(leftover),
                                                                  std::move(std::get<upgrade_plan>(plan)))
                 ->run(std::move(req));

@@ -40,7 +40,7 @@ public:
     // Fixed once the connection is registered; readable from any thread.
     virtual connection_info const& info() const noexcept = 0;
     // Thread-safe. Messages sent by one thread reach the peer in the order of the calls.
-    virtual void send(message_ptr message) = 0;
+    virtual void send(message_ptr const& message) = 0;
     // Thread-safe. Starts the closing handshake with `code` and `reason`.
     virtual void close(std::uint16_t code, std::string reason) = 0;
 };
