@@ -51,10 +51,22 @@ class epoll_socket {
     };
 
     // Heap-allocated so the socket moves freely while the loop holds a pointer to the state.
-    class state final : public io_watch, public std::enable_shared_from_this<state> {
+    class state final : public io_watch {
     public:
         state(event_loop& l, int socket) : loop(l), fd(socket) {}
-        ~state() override { close(); }
+        // The last owner may be another thread (a broadcast's copy of the session): the epoll set
+        // is only touched on the loop's thread, and until then its weak reference finds nothing.
+        ~state() override {
+            if (fd < 0) return;
+            if (loop.running_here()) {
+                close();
+                return;
+            }
+            boost::asio::post(loop.get_executor(), [l = &loop, socket = fd, k = key] {
+                l->unwatch(socket, k);
+                ::close(socket);
+            });
+        }
 
         event_loop& loop;
         int fd;
@@ -103,9 +115,8 @@ class epoll_socket {
             }
         }
 
-        // An edge: complete what waits for it (the handler may end the session and this state).
+        // An edge: complete what waits for it (the loop holds this state through the call).
         void on_io(std::uint32_t events) override {
-            auto keep = shared_from_this();
             if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) hung_up = true;
             if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                 ready[in] = true;
@@ -151,7 +162,7 @@ public:
         if (::ioctl(fd, FIONBIO, &one) != 0) {
             ec.assign(errno, boost::system::system_category());
         } else {
-            st_->key = loop.watch(fd, st_.get(), ec);
+            st_->key = loop.watch(fd, st_, ec);
         }
         if (ec) {
             ::close(fd);

@@ -36,7 +36,7 @@ event_loop::event_loop() : ioc_(1), work_(ioc_.get_executor()) {
 
 event_loop::~event_loop() { wait_.reset(); }
 
-std::uint64_t event_loop::watch(int fd, io_watch* w, boost::system::error_code& ec) {
+std::uint64_t event_loop::watch(int fd, std::weak_ptr<io_watch> w, boost::system::error_code& ec) {
     std::uint32_t index;
     if (!free_slots_.empty()) {
         index = free_slots_.back();
@@ -46,14 +46,14 @@ std::uint64_t event_loop::watch(int fd, io_watch* w, boost::system::error_code& 
         slots_.emplace_back();
     }
     auto& slot = slots_[index];
-    slot.w = w;
+    slot.w = std::move(w);
     auto const key = (std::uint64_t{slot.gen} << 32) | index;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = key;
     if (::epoll_ctl(epfd_.fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         ec.assign(errno, boost::system::system_category());
-        slot.w = nullptr;
+        slot.w.reset();
         ++slot.gen;
         free_slots_.push_back(index);
         return 0;
@@ -69,7 +69,7 @@ void event_loop::unwatch(int fd, std::uint64_t key) noexcept {
     // Explicit: a descriptor a child process inherited would otherwise stay in the set.
     epoll_event ev{};
     ::epoll_ctl(epfd_.fd, EPOLL_CTL_DEL, fd, &ev);
-    slots_[index].w = nullptr;
+    slots_[index].w.reset();
     ++slots_[index].gen;  // edges already taken for the old key are dropped
     free_slots_.push_back(index);
 }
@@ -94,9 +94,9 @@ void event_loop::on_watches() {
             auto const key = events[static_cast<std::size_t>(i)].data.u64;
             auto const index = static_cast<std::uint32_t>(key & 0xFFFFFFFFu);
             if (index >= slots_.size()) continue;
-            auto const& slot = slots_[index];
-            if (slot.gen != static_cast<std::uint32_t>(key >> 32) || slot.w == nullptr) continue;
-            slot.w->on_io(events[static_cast<std::size_t>(i)].events);
+            if (slots_[index].gen != static_cast<std::uint32_t>(key >> 32)) continue;
+            // Held for the call: the watcher's handlers may end the session that owns it.
+            if (auto w = slots_[index].w.lock()) w->on_io(events[static_cast<std::size_t>(i)].events);
         }
     } while (n == static_cast<int>(events.size()));
     if (!slots_.empty()) arm_watches();

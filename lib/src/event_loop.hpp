@@ -37,9 +37,10 @@ public:
     event_loop& operator=(event_loop const&) = delete;
 
     // Only on this loop's thread. Adds `fd` to the loop's epoll set (edge-triggered, in and out);
-    // `w` hears its events until unwatch(). Returns the key to unwatch it with.
-    std::uint64_t watch(int fd, io_watch* w, boost::system::error_code& ec);
-    // Removes `fd` (still open) from the set; events already taken for it are not delivered.
+    // `w` hears its events until unwatch() or until it is gone. Returns the key to unwatch it with.
+    std::uint64_t watch(int fd, std::weak_ptr<io_watch> w, boost::system::error_code& ec);
+    // Only on this loop's thread. Removes `fd` (still open) from the set; events already taken
+    // for it are not delivered.
     void unwatch(int fd, std::uint64_t key) noexcept;
 
     boost::asio::io_context& context() noexcept { return ioc_; }
@@ -76,7 +77,7 @@ public:
 
 private:
     struct watch_slot {
-        io_watch* w = nullptr;
+        std::weak_ptr<io_watch> w;  // weak: a watcher may die on another thread (see epoll_socket)
         std::uint32_t gen = 0;
     };
     class watch_wait;  // the Asio wait on the epoll set (event_loop.cpp)
