@@ -50,7 +50,7 @@ class epoll_socket {
         std::size_t n;
     };
 
-    // Heap-allocated so the socket moves freely while the loop holds a pointer to the state.
+    // Heap-allocated so the socket moves freely while the loop holds a weak reference to the state.
     class state final : public io_watch {
     public:
         state(event_loop& l, int socket) : loop(l), fd(socket) {}
