@@ -6,8 +6,6 @@
 
 #include <array>
 #include <cerrno>
-#include <stdexcept>
-#include <string>
 #include <system_error>
 
 #include <sys/epoll.h>
@@ -99,7 +97,7 @@ void event_loop::on_watches() {
             if (auto w = slots_[index].w.lock()) w->on_io(events[static_cast<std::size_t>(i)].events);
         }
     } while (n == static_cast<int>(events.size()));
-    if (!slots_.empty()) arm_watches();
+    arm_watches();
 }
 
 }  // namespace wsig::detail
