@@ -81,23 +81,20 @@ void event_loop::arm_watches() {
     });
 }
 
-// Every edge since the last wait goes to its watcher; a watcher's handler may close other
-// sockets of the same batch (their slots then have a new generation, so the edge is dropped).
+// The edges since the last wait (at most 256: other handlers and the round's flush run before the
+// next batch) go to their watchers. A watcher's handler may close other sockets of the same
+// batch: their slots then have a new generation, so their edges are dropped.
 void event_loop::on_watches() {
     std::array<epoll_event, 256> events;
-    int n;
-    do {
-        n = ::epoll_wait(epfd_.fd, events.data(), static_cast<int>(events.size()), 0);
-        for (int i = 0; i < n; ++i) {
-            auto const key = events[static_cast<std::size_t>(i)].data.u64;
-            auto const index = static_cast<std::uint32_t>(key & 0xFFFFFFFFu);
-            if (index >= slots_.size()) continue;
-            if (slots_[index].gen != static_cast<std::uint32_t>(key >> 32)) continue;
-            // Held for the call: the watcher's handlers may end the session that owns it.
-            if (auto w = slots_[index].w.lock()) w->on_io(events[static_cast<std::size_t>(i)].events);
-        }
-    } while (n == static_cast<int>(events.size()));
-    arm_watches();
+    int const n = ::epoll_wait(epfd_.fd, events.data(), static_cast<int>(events.size()), 0);
+    for (int i = 0; i < n; ++i) {
+        auto const key = events[static_cast<std::size_t>(i)].data.u64;
+        auto const index = static_cast<std::uint32_t>(key & 0xFFFFFFFFu);
+        if (index >= slots_.size() || slots_[index].gen != static_cast<std::uint32_t>(key >> 32)) continue;
+        // Held for the call: the watcher's handlers may end the session that owns it.
+        if (auto w = slots_[index].w.lock()) w->on_io(events[static_cast<std::size_t>(i)].events);
+    }
+    arm_watches();  // fires again at once when edges are left
 }
 
 }  // namespace wsig::detail
