@@ -92,12 +92,22 @@ class epoll_socket {
             }
         }
 
+        // One buffer (a read, and nearly every write): recv/send, which copy no msghdr and import
+        // no iovec array from user space (measured: about 1.5% of an echo's kernel time).
+        ssize_t call(direction d, msghdr& msg) {
+            if (msg.msg_iovlen == 1) {
+                auto const& b = msg.msg_iov[0];
+                return d == in ? ::recv(fd, b.iov_base, b.iov_len, 0) : ::send(fd, b.iov_base, b.iov_len, MSG_NOSIGNAL);
+            }
+            return d == in ? ::recvmsg(fd, &msg, 0) : ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+        }
+
         attempt perform(direction d) {
             msghdr msg{};
             msg.msg_iov = iov[d].data();
             msg.msg_iovlen = iov[d].size();
             for (;;) {
-                ssize_t const r = d == in ? ::recvmsg(fd, &msg, 0) : ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+                ssize_t const r = call(d, msg);
                 if (r >= 0) {
                     auto const n = static_cast<std::size_t>(r);
                     if (d == in && n == 0) return {true, boost::asio::error::eof, 0};

@@ -34,8 +34,11 @@ bool group_matches(std::string_view group, std::vector<std::string> const& group
 
 connection_ptr registry::add(connection_ptr const& c) {
     auto const& info = c->info();
+    std::shared_ptr<recipients::list const> stale;  // released after the lock: it may hold the last references
     std::unique_lock lock(mutex_);
-    auto& clients = by_name_[info.name];
+    auto& by = by_name_[info.name];
+    stale = std::move(by.globals);
+    auto& clients = by.clients;
     auto [it, inserted] = clients.try_emplace(info.client_id, entry{c, info.group, info.scope});
     if (inserted) {
         ++size_;
@@ -48,17 +51,27 @@ connection_ptr registry::add(connection_ptr const& c) {
 
 void registry::remove(connection const& c) {
     auto const& info = c.info();
+    std::shared_ptr<recipients::list const> stale;  // released after the lock: it may hold the last references
     std::unique_lock lock(mutex_);
     auto by = by_name_.find(info.name);
     if (by == by_name_.end()) return;
-    auto it = by->second.find(info.client_id);
-    if (it == by->second.end()) return;
+    auto& clients = by->second.clients;
+    auto it = clients.find(info.client_id);
+    if (it == clients.end()) return;
     auto current = it->second.conn.lock();
     // Expired entries belong to a connection being destroyed: that may be `c` itself.
     if (current && current.get() != &c) return;
-    by->second.erase(it);
+    stale = std::move(by->second.globals);
+    clients.erase(it);
     --size_;
-    if (by->second.empty()) by_name_.erase(by);
+    if (clients.empty()) by_name_.erase(by);
+}
+
+void registry::drop_cached_lists() {
+    std::vector<std::shared_ptr<recipients::list const>> stale;
+    std::unique_lock lock(mutex_);
+    for (auto& [name, by] : by_name_)
+        if (by.globals) stale.push_back(std::move(by.globals));
 }
 
 connection_ptr registry::find(std::string_view name, std::string_view client_id,
@@ -66,8 +79,9 @@ connection_ptr registry::find(std::string_view name, std::string_view client_id,
     std::shared_lock lock(mutex_);
     auto by = by_name_.find(name);
     if (by == by_name_.end()) return nullptr;
-    auto it = by->second.find(std::string(client_id));
-    if (it == by->second.end() || it->second.scope != scope::global) return nullptr;
+    auto const& clients = by->second.clients;
+    auto it = clients.find(std::string(client_id));
+    if (it == clients.end() || it->second.scope != scope::global) return nullptr;
     if (!group_matches(it->second.group, groups)) return nullptr;
     return it->second.conn.lock();
 }
@@ -88,24 +102,45 @@ void registry::visit(target const& t, bool globals_only, F&& f) const {
         }
     };
     if (t.names.empty()) {
-        for (auto const& [name, cs] : by_name_) visit_clients(cs);
+        for (auto const& [name, by] : by_name_) visit_clients(by.clients);
     } else {
         for (auto const& name : t.names)
-            if (auto by = by_name_.find(name); by != by_name_.end()) visit_clients(by->second);
+            if (auto by = by_name_.find(name); by != by_name_.end()) visit_clients(by->second.clients);
     }
 }
 
-std::vector<connection_ptr> registry::select(target const& t) const {
-    std::vector<connection_ptr> out;
+recipients registry::select(target const& t) const {
+    // The common broadcast, to everyone of one Name: the cached list.
+    if (t.names.size() == 1 && t.groups.empty() && t.client_ids.empty()) return whole_name(t.names.front());
+    recipients::list out;
     std::shared_lock lock(mutex_);
     out.reserve(t.client_ids.empty() ? size_ : t.client_ids.size());
     visit(t, true, [&](connection_ptr c) { out.push_back(std::move(c)); });
+    lock.unlock();
     // A Name or ClientId listed twice must not deliver twice.
     if (t.names.size() > 1 || t.client_ids.size() > 1) {
         std::sort(out.begin(), out.end());
         out.erase(std::unique(out.begin(), out.end()), out.end());
     }
-    return out;
+    return recipients(std::make_shared<recipients::list const>(std::move(out)));
+}
+
+recipients registry::whole_name(std::string_view name) const {
+    std::shared_lock lock(mutex_);
+    auto by = by_name_.find(name);
+    if (by == by_name_.end()) return {};
+    std::lock_guard cache_lock(cache_mutex_);  // readers share mutex_: one of them builds the list
+    auto& cached = by->second.globals;
+    if (!cached) {
+        auto l = std::make_shared<recipients::list>();
+        l->reserve(by->second.clients.size());
+        for (auto const& [id, e] : by->second.clients) {
+            if (e.scope != scope::global) continue;
+            if (auto c = e.conn.lock()) l->push_back(std::move(c));
+        }
+        cached = std::move(l);
+    }
+    return recipients(cached);
 }
 
 std::vector<connection_ptr> registry::list(target const& t) const {
@@ -118,8 +153,9 @@ std::vector<connection_ptr> registry::list(target const& t) const {
 std::vector<std::string> registry::names() const {
     std::vector<std::string> out;
     std::shared_lock lock(mutex_);
-    for (auto const& [name, cs] : by_name_)
-        if (std::any_of(cs.begin(), cs.end(), [](auto const& kv) { return kv.second.scope == scope::global; }))
+    for (auto const& [name, by] : by_name_)
+        if (std::any_of(by.clients.begin(), by.clients.end(),
+                        [](auto const& kv) { return kv.second.scope == scope::global; }))
             out.push_back(name);
     return out;
 }
@@ -132,7 +168,7 @@ std::size_t registry::size() const {
 std::map<std::string, std::size_t> registry::count_by_name() const {
     std::map<std::string, std::size_t> out;
     std::shared_lock lock(mutex_);
-    for (auto const& [name, cs] : by_name_) out[name] = cs.size();
+    for (auto const& [name, by] : by_name_) out[name] = by.clients.size();
     return out;
 }
 
@@ -191,7 +227,7 @@ result<void> broadcast_levels::check(std::string_view name, bool has_group, bool
                                   level == broadcast_level::group ? "group or client ID" : "client ID"));
 }
 
-result<std::vector<connection_ptr>> resolve_targets(registry const& reg, broadcast_levels const& levels,
+result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels,
                                                     target const& t) {
     bool has_group = !t.groups.empty(), has_id = !t.client_ids.empty();
     auto check_all = [&](auto const& names) -> result<void> {

@@ -1001,6 +1001,7 @@ int run_server(server_options options) {
 
     // The loop is stopped: break the cycles a parked write or read holds before everything goes.
     for (auto const& s : st.live_sessions()) s->release_parked();
+    st.reg.drop_cached_lists();  // sessions it alone still holds go now, while their loops exist
     st.handlers.reset();  // children still running are ended and reaped before the io_context goes
     st.log.log(severity::info, "stopped");
     return to_int(exit_code::ok);

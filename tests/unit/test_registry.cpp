@@ -33,7 +33,8 @@ auto make(std::string name, std::string id, std::string group = {}, wsig::scope 
     return std::make_shared<fake_connection>(std::move(name), std::move(id), std::move(group), s);
 }
 
-std::vector<std::string> ids(std::vector<wsig::connection_ptr> const& cs) {
+template <class Connections>
+std::vector<std::string> ids(Connections const& cs) {
     std::vector<std::string> out;
     for (auto const& c : cs) out.push_back(c->info().client_id);
     std::sort(out.begin(), out.end());
@@ -80,6 +81,39 @@ TEST_CASE("registry: the registry never keeps a connection alive") {
     }
     CHECK(reg.find("Msg", "a") == nullptr);
     CHECK(reg.select({}).empty());
+}
+
+TEST_CASE("registry: the list of a whole Name is shared until the Name changes, and lets go on removal") {
+    wsig::registry reg;
+    auto a = make("Msg", "a");
+    std::weak_ptr<fake_connection> watch_b;
+    reg.add(a);
+    auto first = reg.select({.names = {"Msg"}});
+    CHECK(&reg.select({.names = {"Msg"}}).items() == &first.items());  // no list built per send
+    {
+        auto b = make("Msg", "b");
+        watch_b = b;
+        reg.add(b);
+        CHECK(ids(first) == strings{"a"});  // a list already handed out does not change
+        CHECK(ids(reg.select({.names = {"Msg"}})) == strings{"a", "b"});
+        CHECK(ids(reg.select({.names = {"Msg"}, .groups = {"x"}})).empty());
+        reg.add(make("Other", "c"));  // another Name's change keeps this list
+        auto again = reg.select({.names = {"Msg"}});
+        CHECK(&reg.select({.names = {"Msg"}}).items() == &again.items());
+        reg.remove(*b);
+    }
+    CHECK(watch_b.expired());  // the cached list let go of b when b was removed
+    CHECK(ids(reg.select({.names = {"Msg"}})) == strings{"a"});
+    CHECK(ids(reg.select({.names = {"Other"}})).empty());  // expired: its only owner is gone
+
+    auto c = make("Cached", "c");
+    std::weak_ptr<fake_connection> watch_c = c;
+    reg.add(c);
+    CHECK(reg.select({.names = {"Cached"}}).size() == 1);
+    c.reset();
+    CHECK_FALSE(watch_c.expired());  // held by the cached list until the Name changes or the cache is dropped
+    reg.drop_cached_lists();
+    CHECK(watch_c.expired());
 }
 
 TEST_CASE("registry: select by names, groups (case-insensitive) and client IDs") {

@@ -56,6 +56,27 @@ struct target {
 
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
+// Who a send goes to: an immutable list of connections, shared. A send to every connection of one
+// Name gets the registry's cached list for that Name, rebuilt only after that Name's connections
+// change, so a broadcast neither builds a list nor takes a reference to each recipient.
+class recipients {
+public:
+    using list = std::vector<connection_ptr>;
+
+    recipients() = default;
+    explicit recipients(std::shared_ptr<list const> l) noexcept : list_(std::move(l)) {}
+
+    list const& items() const noexcept { return list_ ? *list_ : empty_; }
+    list::const_iterator begin() const noexcept { return items().begin(); }
+    list::const_iterator end() const noexcept { return items().end(); }
+    std::size_t size() const noexcept { return items().size(); }
+    bool empty() const noexcept { return items().empty(); }
+
+private:
+    std::shared_ptr<list const> list_;
+    static inline list const empty_{};
+};
+
 class registry {
 public:
     // Registers `c` under its Name and ClientId. Returns the connection it replaced (same Name and
@@ -72,7 +93,11 @@ public:
                         std::vector<std::string> const& groups = {}) const;
 
     // Global connections matching `t`. Locals are never selected (Pode's rule).
-    std::vector<connection_ptr> select(target const& t) const;
+    recipients select(target const& t) const;
+
+    // Lets go of the cached recipient lists (and so of the connections only they still hold):
+    // the server calls it at exit, before its event loops go.
+    void drop_cached_lists();
 
     // Every connection of either scope, optionally filtered (for the admin API).
     std::vector<connection_ptr> list(target const& t = {}) const;
@@ -88,12 +113,20 @@ private:
         wsig::scope scope;
     };
     using client_map = std::unordered_map<std::string, entry>;
+    struct name_entry {
+        client_map clients;
+        // Every global connection of the Name, built by the first select after a change; reset
+        // (and released outside the lock) by add and remove.
+        mutable std::shared_ptr<recipients::list const> globals;
+    };
 
     template <class F>
     void visit(target const& t, bool globals_only, F&& f) const;
+    recipients whole_name(std::string_view name) const;
 
     mutable std::shared_mutex mutex_;
-    std::map<std::string, client_map, std::less<>> by_name_;
+    mutable std::mutex cache_mutex_;  // a name_entry's `globals`, between readers of mutex_
+    std::map<std::string, name_entry, std::less<>> by_name_;
     std::size_t size_ = 0;
 };
 
@@ -122,7 +155,7 @@ private:
 // The one function every send path calls: checks the broadcast level of every targeted Name
 // (every Name in the registry when `t.names` is empty) and returns the recipients. Refuses the
 // whole send when any Name's level is broken.
-result<std::vector<connection_ptr>> resolve_targets(registry const& reg, broadcast_levels const& levels,
+result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels,
                                                     target const& t);
 
 }  // namespace wsig
