@@ -83,6 +83,7 @@ struct conn {
     role r = role::echo;
     state s = state::off;
     bool out_armed = false;
+    bool hung_up = false;     // the peer's FIN (or an error) was seen: read to the end, no edge follows
     bool in_setup = true;     // counted in setup_pending until its first handshake ends
     bool close_sent = false;
     bool counted_open = false;
@@ -135,6 +136,7 @@ private:
     std::atomic<bool> wake_pending_{false};
     std::vector<conn> conns_;
     std::deque<std::uint32_t> queue_;  // waiting to connect (bounded handshakes in flight)
+    std::vector<std::uint64_t> more_;  // keys of open sockets whose read stopped with data left
     std::uint32_t pending_ = 0;        // handshakes in flight
     std::vector<char> scratch_;
     std::string payload_;  // echo payload template
