@@ -227,8 +227,7 @@ result<void> broadcast_levels::check(std::string_view name, bool has_group, bool
                                   level == broadcast_level::group ? "group or client ID" : "client ID"));
 }
 
-result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels,
-                                                    target const& t) {
+result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels, target const& t) {
     bool has_group = !t.groups.empty(), has_id = !t.client_ids.empty();
     auto check_all = [&](auto const& names) -> result<void> {
         for (auto const& name : names)

@@ -155,7 +155,6 @@ private:
 // The one function every send path calls: checks the broadcast level of every targeted Name
 // (every Name in the registry when `t.names` is empty) and returns the recipients. Refuses the
 // whole send when any Name's level is broken.
-result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels,
-                                                    target const& t);
+result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels, target const& t);
 
 }  // namespace wsig
