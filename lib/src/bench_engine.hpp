@@ -161,6 +161,12 @@ private:
         return now_ >= sh_.warm_end_ns.load(std::memory_order_relaxed) && now_ < sh_.end_ns.load(std::memory_order_relaxed);
     }
     std::uint64_t key(std::uint32_t i) const { return (static_cast<std::uint64_t>(conns_[i].gen) << 32) | i; }
+    // The connection a key was made for, if it is still that connection and open.
+    conn* live(std::uint64_t k) {
+        auto const i = static_cast<std::uint32_t>(k & 0xFFFFFFFFu);
+        if (i >= conns_.size() || conns_[i].gen != static_cast<std::uint32_t>(k >> 32) || conns_[i].fd < 0) return nullptr;
+        return &conns_[i];
+    }
 
     void start_connect(std::uint32_t i);
     void connect_or_queue(std::uint32_t i);

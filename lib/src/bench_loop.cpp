@@ -276,18 +276,14 @@ void loop::run() {
                 wake_pending_.store(false, std::memory_order_release);
                 continue;
             }
-            auto const i = static_cast<std::uint32_t>(data & 0xFFFFFFFFu);
-            auto const gen = static_cast<std::uint32_t>(data >> 32);
-            if (i >= conns_.size() || conns_[i].gen != gen || conns_[i].fd < 0) continue;
-            on_event(i, events[static_cast<std::size_t>(k)].events);
+            if (conn* c = live(data))
+                on_event(static_cast<std::uint32_t>(c - conns_.data()), events[static_cast<std::size_t>(k)].events);
         }
         if (!more_.empty()) {
             auto again = std::move(more_);
             more_.clear();
-            for (auto const data : again) {
-                auto const i = static_cast<std::uint32_t>(data & 0xFFFFFFFFu);
-                if (conns_[i].gen == static_cast<std::uint32_t>(data >> 32) && conns_[i].fd >= 0) on_readable(i);
-            }
+            for (auto const data : again)
+                if (conn* c = live(data)) on_readable(static_cast<std::uint32_t>(c - conns_.data()));
         }
         progress_messages.store(traffic_, std::memory_order_relaxed);
     }
