@@ -2,6 +2,8 @@
 // timestamps, base64, and writes to stdout that survive a closed reader.
 #include "client_detail.hpp"
 
+#include <wsig/json.hpp>
+
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/regex.hpp>
@@ -105,11 +107,10 @@ result<std::pair<std::string, std::string>> parse_header(std::string const& text
 }
 
 result<nlohmann::json> parse_json_data(std::string const& text) {
-    try {
-        return result<nlohmann::json>(boost::system::in_place_value, nlohmann::json::parse(text));
-    } catch (nlohmann::json::exception const& e) {
-        return make_error(errc::invalid_argument, fmt::format("not valid JSON: {}", e.what()));
-    }
+    // Bounded like every JSON from outside: the value is dumped again, and dumping recurses.
+    auto j = parse_json(text);
+    if (!j) return make_error(errc::invalid_argument, j.error().message);
+    return j;
 }
 
 

@@ -2,6 +2,8 @@
 // dispatch to the ws(s) envelope sender; HTTP statuses become exit codes here.
 #include "client_detail.hpp"
 
+#include <wsig/json.hpp>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -218,7 +220,8 @@ client_result run_http_send(send_options const& opts, url_parts const& url) {
     if (status >= 200 && status < 300) {
         if (!body.empty() && body.back() != '\n') body.push_back('\n');
         if (!write_all(opts.out_fd, body) && errno != EPIPE) return {exit_code::negative, "cannot write the answer"};
-        auto j = nlohmann::json::parse(res.body(), nullptr, false);
+        auto parsed = parse_json(res.body());  // a server's answer: bounded like any JSON from outside
+        auto const& j = parsed ? *parsed : nlohmann::json();
         if (!opts.allow_none && j.is_object() && j.contains("delivered") && j["delivered"].is_number() &&
             j["delivered"].get<double>() <= 0)
             return {exit_code::negative, "delivered to nobody (--allow-none accepts that)"};

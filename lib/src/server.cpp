@@ -163,12 +163,17 @@ std::vector<std::shared_ptr<live_session>> server_state::live_sessions() {
 // Over the budget: the sessions already closing will give back what they hold; of the others, those
 // holding the most (the clients furthest behind, or a huge message being received) are shed first,
 // until what stays is within the budget. Each shed session is logged once (it is closing after).
+// At most one pass per 10 ms: a pass looks at every session, and while the sessions it closed
+// still hold their writes in flight every send would start another.
 void server_state::enforce_budget() {
     std::unique_lock lock(budget_mutex, std::try_to_lock);
     if (!lock) return;  // another thread is shedding now
     auto const budget = opts.max_queued_total;
     std::uint64_t staying = held_bytes.load(std::memory_order_relaxed);
     if (staying <= budget) return;
+    auto const now = std::chrono::steady_clock::now();
+    if (now < next_budget_pass) return;
+    next_budget_pass = now + std::chrono::milliseconds(10);
     std::vector<std::pair<std::size_t, std::shared_ptr<live_session>>> candidates;
     for (auto& s : live_sessions()) {
         auto h = s->held();

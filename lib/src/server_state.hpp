@@ -13,6 +13,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <cstdint>
 #include <map>
@@ -107,7 +108,8 @@ struct server_state {
     // small broadcast costs one atomic update per recipient and round, not one per frame.
     static constexpr std::size_t budget_block = 4096;
     std::atomic<std::uint64_t> held_bytes{0};
-    std::mutex budget_mutex;  // one shedding at a time
+    std::mutex budget_mutex;  // one shedding at a time, and guards:
+    std::chrono::steady_clock::time_point next_budget_pass{};
     // Adds `n` to what is held; past the budget the sessions holding the most are shed.
     void hold(std::size_t n) {
         if (held_bytes.fetch_add(n, std::memory_order_relaxed) + n > opts.max_queued_total) enforce_budget();
