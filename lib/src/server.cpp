@@ -861,14 +861,18 @@ response serve_static(server_state& st, request const& req) {
 
 }  // namespace
 
+severity to_severity(handler_log level) noexcept {
+    switch (level) {
+    case handler_log::debug: return severity::debug;
+    case handler_log::info: return severity::info;
+    case handler_log::warning: return severity::warning;
+    case handler_log::error: return severity::error;
+    }
+    return severity::error;
+}
+
 handler_logger handler_logger_for(server_state& st) {
-    return [&st](handler_log level, std::string message) {
-        auto s = level == handler_log::debug     ? severity::debug
-                 : level == handler_log::info    ? severity::info
-                 : level == handler_log::warning ? severity::warning
-                                                 : severity::error;
-        st.log.log(s, message);
-    };
+    return [&st](handler_log level, std::string message) { st.log.log(to_severity(level), message); };
 }
 
 namespace {

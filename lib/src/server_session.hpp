@@ -244,6 +244,7 @@ public:
     ~ws_session() override {
         st_.reg.remove(*this);
         st_.remove_live(this);
+        warnings_.summarize(st_.log, severity::warning, info_.remote);  // what its process logged after finish
     }
 
     // Registers the connection (before the 101 is written), then answers the handshake.
@@ -390,8 +391,16 @@ private:
         if (kind_ != session_kind::echo && st_.handlers) st_.handlers->on_connect(info_);
         if (!exec_.empty()) {
             // A local route: this connection's own process; its exit closes the socket.
+            // What it logs (a dropped message, its stderr lines: both may echo the client) counts
+            // against this connection's limit; once the session is gone, the server's log takes it.
+            handler_logger log = [weak = this->weak_from_this(), plain = handler_logger_for(st_)](
+                                     handler_log level, std::string message) {
+                auto self = weak.lock();
+                if (!self) return plain(level, std::move(message));
+                self->warnings_.log(self->st_.log, to_severity(level), self->info_.remote, message);
+            };
             auto p = local_process::start(ws_.get_executor(), exec_, this->weak_from_this(), info_,
-                                          st_.opts.send_queue, st_.opts.max_message_size, handler_logger_for(st_),
+                                          st_.opts.send_queue, st_.opts.max_message_size, std::move(log),
                                           std::move(process_slot_));
             if (!p) {
                 st_.log.log(severity::error,
@@ -626,7 +635,7 @@ private:
     bool finished_ = false;
     std::string exec_;                      // a local route's command
     std::shared_ptr<void> process_slot_;    // its --max-processes slot, handed to the process at start
-    log_limiter warnings_;                  // this connection's per-message warnings (warn)
+    log_limiter warnings_;  // this connection's per-message warnings (warn) and its process's lines
     std::shared_ptr<local_process> local_;  // its process, while the connection lives
     bool flush_before_beast_ = false;
     bool close_requested_ = false;

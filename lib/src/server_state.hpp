@@ -113,7 +113,7 @@ public:
     virtual void abort() = 0;           // thread-safe: closes the socket now
     virtual void release_parked() = 0;  // only after the event loop stopped
     // A warning about this connection's traffic (a bad envelope, a refused broadcast), through its
-    // own log_limiter: one client cannot flood the log. On the session's loop.
+    // own log_limiter: one client cannot flood the log. Thread-safe.
     virtual void warn(std::string message) = 0;
 };
 
@@ -204,8 +204,9 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
 void start_plain_session(server_state& st, event_loop& loop, socket_type socket);
 void start_tls_session(server_state& st, event_loop& loop, boost::asio::ssl::context& ctx, socket_type socket);
 
-// The server's log as the command handlers' logger.
+// The server's log as the command handlers' logger, and their levels as its severities.
 handler_logger handler_logger_for(server_state& st);
+severity to_severity(handler_log level) noexcept;
 
 // Peer "ip" as Pode sees it (v4-mapped addresses shown as v4).
 std::string peer_ip(tcp::endpoint const& ep);

@@ -288,3 +288,19 @@ def test_invalid_utf8_and_c0_from_a_command_are_escaped(serve, tmp_path):
     assert f"hook '{script}': hook \\x1b[31mred\\u202erev\\u0085c1\\xffend" in text
     assert f"hook '{script}': hook stdout\\x1b]0;title\\x07" in text
     assert f"local route '{local}': local \\x1b[2J\\u202e" in text
+
+
+def test_a_local_route_that_copies_its_client_to_stderr_cannot_flood_the_log(serve):
+    s = serve("--route", "/echo2=E,scope=local,exec=while read -r l; do echo \"$l\" >&2; echo \"$l\"; done")
+    a = RawWS.open(s.port, "/echo2")
+    for i in range(500):
+        a.send_text(f"line {i}")
+    for i in range(500):
+        assert a.recv() == f"line {i}"  # every line went through the command (and its stderr)
+    a.close()
+    assert s.stop() == 0
+    log = s.stderr_text()
+    written = warning_count(log, ": line ")
+    suppressed = sum(int(n) for n in re.findall(r": (\d+) more lines? suppressed", log))
+    assert written + suppressed == 500, (written, suppressed)
+    assert written < 500
