@@ -6,6 +6,7 @@
 #include "child_process.hpp"
 
 #include <wsig/envelope.hpp>
+#include <wsig/json.hpp>
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
 #include <wsig/units.hpp>
@@ -21,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -40,6 +42,7 @@ struct handler_options {
     // a command that stops reading never blocks the server or grows its memory without bound.
     std::size_t max_queue = 1024 * 1024;
     std::size_t max_output_line = 1024 * 1024;  // longest action line or schedule output kept
+    std::size_t max_json_depth = default_max_json_depth;  // nesting of an action line (--max-json-depth)
     // Hooks: at most this many run at once; later events wait in a queue of max_pending_hooks,
     // and beyond it they are dropped and counted (a flood of connections cannot fork-bomb the host).
     std::size_t max_running_hooks = 16;
@@ -48,6 +51,25 @@ struct handler_options {
     std::chrono::milliseconds restart_min{100};     // back-off of a crashing signal-route command
     std::chrono::milliseconds restart_max{10000};
 };
+
+// One action line of a signal-route command, checked whole before any of it runs.
+struct signal_action {
+    struct send_to {
+        target to;
+        std::string payload;  // the data as it goes on the wire (a string raw, anything else as JSON)
+    };
+    struct reply_to {
+        std::string payload;
+        std::optional<std::uint64_t> event_id;  // none: the sender of the latest event
+    };
+    std::optional<send_to> send;
+    std::optional<reply_to> reply;
+    std::optional<target> close;  // never everyone: a name, group or clientId is required
+};
+
+// Parses {"send":{…}}, {"reply":DATA[,"id":N]}, {"close":{…}} (any of them, together); the error
+// says why the line is skipped. Pure: tests/fuzz/fuzz_action_line.cpp runs it on any bytes.
+result<signal_action> parse_action_line(std::string_view line, std::size_t max_depth = default_max_json_depth);
 
 // What the handlers need of the server beyond the registry: the broadcast levels and how a payload
 // becomes a frame are in the core library already; sending uses connection::send.
@@ -65,8 +87,8 @@ public:
 
     // True when client messages on sockets of `socket_path` go to a signal route (no default routing then).
     bool routes(std::string_view socket_path) const;
-    // A client message on a signal-route socket; thread-safe.
-    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope const& env);
+    // A client message on a signal-route socket; thread-safe. Its message value is moved into the event.
+    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope env);
 
     // Connection events (every cause for disconnect); thread-safe. `reason` says why it ended.
     void on_connect(connection_info const& info);

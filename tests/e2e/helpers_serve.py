@@ -633,6 +633,15 @@ def healthy(port, tls=None):
     return r.status == 200 and r.body.strip() == b"ok"
 
 
+def rss_kib(pid):
+    """The resident set of process `pid`, in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def metric_value(text, name, labels=None):
     """The value of the Prometheus sample `name` with exactly these labels (any labels when None), or None."""
     for line in text.splitlines():
