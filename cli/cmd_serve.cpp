@@ -21,7 +21,7 @@ namespace {
 struct serve_options {
     std::string address = "127.0.0.1";
     int port = 8091;
-    std::vector<std::string> routes, echo, levels, origins;
+    std::vector<std::string> routes, echo, levels, origins, hosts;
     bool accept_client_id = false, auto_upgrade = false;
     std::string default_scope = "global";
     secret_options secret;
@@ -30,6 +30,7 @@ struct serve_options {
     std::string max_queued_total = "256MiB";
     std::size_t max_json_depth = default_max_json_depth;
     std::size_t max_connections = 0;
+    std::size_t max_processes = 64;
     std::string ping_interval = "30s", shutdown_timeout = "5s";
     unsigned threads = 0;
     std::string log_format = "text";
@@ -134,6 +135,12 @@ server_options to_server_options(serve_options const& in) {
     // A push body becomes one message: the same limit applies.
     o.max_body_size = o.max_message_size;
     o.max_connections = in.max_connections;
+    o.max_processes = in.max_processes;
+    for (auto const& h : in.hosts) {
+        if (h.empty() || h.find_first_of(":/[] \t") != std::string::npos)
+            usage(fmt::format("--allow-host '{}': give a host name or a *.pattern, without port or scheme", h));
+        o.allow_hosts.push_back(h);
+    }
     o.send_queue = size_flag("--send-queue", in.send_queue);
     if (o.send_queue == 0) usage("--send-queue must be greater than 0");
     o.slow_client = in.slow_client == "drop" ? slow_client_policy::drop : slow_client_policy::close;
@@ -237,9 +244,16 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
         ->envname("WSIG_PFX_PASSWORD_FILE")
         ->type_name("FILE");
     app->add_option("--allow-origin", opts->origins,
-                    "Upgrades whose Origin matches no PATTERN (* and ? globs) get 403 (repeatable)")
+                    "Upgrades whose Origin matches no PATTERN (* and ? globs) get 403 (repeatable); without it, "
+                    "exec= routes take only their own origin")
         ->envname("WSIG_ALLOW_ORIGIN")
         ->type_name("PATTERN");
+    app->add_option("--allow-host", opts->hosts,
+                    "Also answer requests whose Host is NAME (* and ? globs, e.g. *.example.com; repeatable). "
+                    "A loopback server answers only loopback names and IP literals (DNS rebinding), others "
+                    "421; on another address, once given, only these names and IP literals")
+        ->envname("WSIG_ALLOW_HOST")
+        ->type_name("NAME");
     app->add_option("--api-key-file", opts->api_key_file,
                     "Require 'Authorization: Bearer KEY' on /signal, /signal/connections and /metrics (or WSIG_API_KEY)")
         ->envname("WSIG_API_KEY_FILE")
@@ -252,6 +266,11 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
     app->add_option("--max-connections", opts->max_connections, "Upgrades beyond N get 503 (0: no limit)")
         ->envname("WSIG_MAX_CONNECTIONS")
         ->type_name("N");
+    app->add_option("--max-processes", opts->max_processes,
+                    "Live exec= route processes; upgrades beyond N get 503 (0: no limit)")
+        ->envname("WSIG_MAX_PROCESSES")
+        ->type_name("N")
+        ->capture_default_str();
     app->add_option("--send-queue", opts->send_queue, "Bytes queued per client before --slow-client applies")
         ->envname("WSIG_SEND_QUEUE")
         ->type_name("SIZE")

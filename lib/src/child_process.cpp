@@ -74,10 +74,11 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
     // A child that exits while we write to its stdin must give EPIPE, not kill the server.
     static std::once_flag ignore_sigpipe;
     std::call_once(ignore_sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
-    fd_pair in, out;
+    fd_pair in, out, err;
     auto fail = [&](std::string what) -> result<std::shared_ptr<child_process>> {
         int saved = errno;
         close_fd(in.read), close_fd(in.write), close_fd(out.read), close_fd(out.write);
+        close_fd(err.read), close_fd(err.write);
         return make_error(errc::io, fmt::format("cannot start '{}': {}: {}", options.command, what, std::strerror(saved)));
     };
     int fds[2];
@@ -90,13 +91,18 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
         if (::pipe2(fds, O_CLOEXEC) != 0) return fail("pipe");
         out = {fds[0], fds[1]};
     }
+    if (callbacks.on_stderr_line) {
+        if (::pipe2(fds, O_CLOEXEC) != 0) return fail("pipe");
+        err = {fds[0], fds[1]};
+    }
 
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     if (in.read >= 0) posix_spawn_file_actions_adddup2(&actions, in.read, STDIN_FILENO);
     else posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    if (err.write >= 0) posix_spawn_file_actions_adddup2(&actions, err.write, STDERR_FILENO);
     if (out.write >= 0) posix_spawn_file_actions_adddup2(&actions, out.write, STDOUT_FILENO);
-    else posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
+    else posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);  // the new stderr
     // The server's sockets must not live on in a child: a client's connection would outlast its close.
     posix_spawn_file_actions_addclosefrom_np(&actions, 3);
 
@@ -127,18 +133,21 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
     }
     close_fd(in.read);
     close_fd(out.write);
+    close_fd(err.write);
     if (in.write >= 0) ::fcntl(in.write, F_SETFL, ::fcntl(in.write, F_GETFL) | O_NONBLOCK);
     if (out.read >= 0) ::fcntl(out.read, F_SETFL, ::fcntl(out.read, F_GETFL) | O_NONBLOCK);
+    if (err.read >= 0) ::fcntl(err.read, F_SETFL, ::fcntl(err.read, F_GETFL) | O_NONBLOCK);
 
     auto self = std::make_shared<child_process>(executor, std::move(options), std::move(callbacks), pid, in.write,
-                                                out.read);
+                                                out.read, err.read);
+    if (self->stderr_.is_open()) self->do_read_stderr();
     if (self->stdout_.is_open()) self->do_read();
     else self->poll_exit();
     return self;
 }
 
 child_process::child_process(asio::any_io_executor executor, child_options options, child_callbacks callbacks,
-                             pid_t pid, int stdin_fd, int stdout_fd)
+                             pid_t pid, int stdin_fd, int stdout_fd, int stderr_fd)
     : executor_(executor),
       options_(std::move(options)),
       callbacks_(std::move(callbacks)),
@@ -146,10 +155,13 @@ child_process::child_process(asio::any_io_executor executor, child_options optio
       stdin_(executor),
       stdout_(executor),
       read_buffer_(options_.max_line + 1),
+      stderr_(executor),
+      stderr_buffer_(options_.max_line + 1),
       reap_timer_(executor),
       kill_timer_(executor) {
     if (stdin_fd >= 0) stdin_.assign(stdin_fd);
     if (stdout_fd >= 0) stdout_.assign(stdout_fd);
+    if (stderr_fd >= 0) stderr_.assign(stderr_fd);
 }
 
 child_process::~child_process() {
@@ -258,6 +270,26 @@ void child_process::on_read(boost::system::error_code ec, std::size_t n) {
     boost::system::error_code ignored;
     stdout_.close(ignored);
     poll_exit();
+}
+
+void child_process::do_read_stderr() {
+    asio::async_read_until(
+        stderr_, stderr_buffer_, '\n', [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
+            auto& buf = self->stderr_buffer_;
+            // A line, a line longer than max_line (cut there), or the last bytes before the end.
+            std::size_t take = !ec ? n : buf.size();
+            if (take > 0) {
+                std::string line(asio::buffers_begin(buf.data()),
+                                 asio::buffers_begin(buf.data()) + static_cast<std::ptrdiff_t>(take));
+                buf.consume(take);
+                if (!line.empty() && line.back() == '\n') line.pop_back();
+                if (!line.empty() && line.back() == '\r') line.pop_back();
+                self->callbacks_.on_stderr_line(std::move(line));
+            }
+            if (!ec || ec == asio::error::not_found) return self->do_read_stderr();
+            boost::system::error_code ignored;
+            self->stderr_.close(ignored);
+        });
 }
 
 void child_process::poll_exit() {

@@ -27,7 +27,7 @@ using environment = std::vector<std::pair<std::string, std::string>>;
 enum class child_stdout {
     lines,      // read line by line into on_line
     whole,      // collected (bounded) and handed to on_exit
-    to_stderr,  // the child's stdout goes to our stderr (hooks: their output is log material)
+    to_stderr,  // the child's stdout goes where its stderr goes (hooks: their output is log material)
 };
 
 struct child_options {
@@ -48,6 +48,10 @@ struct child_callbacks {
     std::function<void(std::string line, bool truncated)> on_line = {};
     // Exit status as from waitpid (use WIFEXITED etc.); `output` is the whole stdout for child_stdout::whole.
     std::function<void(int status, std::string output)> on_exit = {};
+    // When set, the child's stderr (and a to_stderr stdout) is read line by line into this, so the
+    // server logs it (escaped, one record per line) instead of the child writing to our stderr.
+    // Lines are cut at max_line; they may still arrive after on_exit (a grandchild holding stderr).
+    std::function<void(std::string line)> on_stderr_line = {};
 };
 
 // One running child. Every member is called on `executor` (a strand for multi-threaded servers);
@@ -71,7 +75,7 @@ public:
     std::size_t queued_bytes() const noexcept { return queued_bytes_; }
 
     child_process(boost::asio::any_io_executor executor, child_options options, child_callbacks callbacks, pid_t pid,
-                  int stdin_fd, int stdout_fd);
+                  int stdin_fd, int stdout_fd, int stderr_fd = -1);
     ~child_process();
     child_process(child_process const&) = delete;
     child_process& operator=(child_process const&) = delete;
@@ -80,6 +84,7 @@ private:
     void do_read();
     void on_read(boost::system::error_code ec, std::size_t n);
     void do_write();
+    void do_read_stderr();
     void poll_exit();
     void finish(int status);
 
@@ -90,6 +95,8 @@ private:
     boost::asio::posix::stream_descriptor stdin_;
     boost::asio::posix::stream_descriptor stdout_;
     boost::asio::streambuf read_buffer_;
+    boost::asio::posix::stream_descriptor stderr_;
+    boost::asio::streambuf stderr_buffer_;
     std::string whole_;
     bool whole_truncated_ = false;
     std::deque<std::string> queue_;

@@ -187,6 +187,20 @@ bool command_handlers::routes(std::string_view socket_path) const {
     return false;
 }
 
+namespace {
+
+// A command's stderr lines (and a hook's stdout) as log records: escaped and cut by the logger like
+// every other line, so what a command prints (or echoes of a client's data) cannot forge a record
+// or drive the terminal. Info level: it is the command's own output, not the server's warning.
+std::function<void(std::string)> output_to_log(handler_logger const& log, std::string source) {
+    if (!log) return {};
+    return [log, source = std::move(source)](std::string line) {
+        log(handler_log::info, fmt::format("{}: {}", source, line));
+    };
+}
+
+}  // namespace
+
 void command_handlers::start_route(std::size_t index) {
     auto& r = *routes_[index];
     auto weak = weak_from_this();
@@ -220,7 +234,8 @@ void command_handlers::start_route(std::size_t index) {
                      auto s = weak.lock();
                      if (!ec && s && !s->stopped_) s->start_route(index);
                  });
-             }});
+             },
+         .on_stderr_line = output_to_log(log_, fmt::format("signal route {}", r.spec.path))});
     r.started = std::chrono::steady_clock::now();
     if (!child) {
         log(handler_log::error, fmt::format("signal route {}: {}", r.spec.path, child.error().message));
@@ -415,7 +430,8 @@ void command_handlers::launch_hooks() {
                  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
                      self->log(handler_log::warning, fmt::format("hook '{}' {}", command, describe_status(status)));
                  self->launch_hooks();
-             }});
+             },
+             .on_stderr_line = output_to_log(log_, fmt::format("hook '{}'", hook.command))});
         if (!child) {
             log(handler_log::error, fmt::format("hook: {}", child.error().message));
             --running_;
@@ -483,7 +499,8 @@ void command_handlers::run_schedule(std::size_t index) {
             }
             auto message = frame_for(output);
             for (auto const& c : *recipients) c->send(message);
-        }});
+        },
+        .on_stderr_line = output_to_log(log_, fmt::format("every {}", format_duration(spec.period)))});
     if (!child) {
         log(handler_log::error, fmt::format("every {}: {}", format_duration(spec.period), child.error().message));
         return;
@@ -498,7 +515,8 @@ local_process::local_process(asio::any_io_executor executor, std::weak_ptr<conne
 result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executor executor, std::string command,
                                                             std::weak_ptr<connection> conn,
                                                             connection_info const& info, std::size_t max_queue,
-                                                            std::size_t max_line, handler_logger log) {
+                                                            std::size_t max_line, handler_logger log,
+                                                            std::shared_ptr<void> slot) {
     auto self = std::make_shared<local_process>(executor, conn, log);
     environment env = {{"WSIG_EVENT", "local"},
                        {"WSIG_NAME", info.name},
@@ -515,7 +533,8 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
              if (auto c = s->conn_.lock()) c->send(frame_for(line));
          },
          .on_exit =
-             [weak, command](int status, std::string) {
+             [weak, command, slot = std::move(slot)](int status, std::string) mutable {
+                 slot.reset();  // reaped: its --max-processes slot is free (also when the start fails)
                  auto s = weak.lock();
                  if (!s) return;
                  if (!s->gone_) {
@@ -525,7 +544,8 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
                      if (auto c = s->conn_.lock()) c->close(1000, "handler exited");
                  }
                  s->child_.reset();
-             }});
+             },
+         .on_stderr_line = output_to_log(log, fmt::format("local route '{}'", command))});
     if (!child) return child.error();
     self->child_ = *child;
     return self;

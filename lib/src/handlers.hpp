@@ -138,12 +138,13 @@ private:
 
 // One local-route process (--route PATH=NAME,scope=local,exec=CMD) bound to one connection: its
 // stdout lines go to the client, the client's messages go to its stdin, and each ends the other.
+// `slot` (a --max-processes reservation) is held until the process has been reaped.
 class local_process : public std::enable_shared_from_this<local_process> {
 public:
     static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor executor, std::string command,
                                                         std::weak_ptr<connection> conn, connection_info const& info,
                                                         std::size_t max_queue, std::size_t max_line,
-                                                        handler_logger log);
+                                                        handler_logger log, std::shared_ptr<void> slot = {});
     void on_client_message(std::string_view text);  // thread-safe
     void on_client_gone();                          // thread-safe; ends the process
 

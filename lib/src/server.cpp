@@ -34,6 +34,7 @@
 #include <fstream>
 #include <iterator>
 #include <thread>
+#include <utility>
 
 namespace wsig {
 
@@ -102,39 +103,161 @@ bool logger::enabled(severity s) const noexcept {
 
 namespace {
 
+// The length of the UTF-8 sequence at the start of `s` (not empty) and its code point; 0 when it
+// is not valid UTF-8 (a stray continuation byte, a truncated or overlong sequence, a surrogate).
+std::size_t utf8_sequence(std::string_view s, std::uint32_t& cp) {
+    auto const* p = reinterpret_cast<unsigned char const*>(s.data());
+    unsigned c = p[0];
+    std::size_t n = 0;
+    if (c < 0x80) {
+        cp = c;
+        return 1;
+    }
+    if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
+    else return 0;
+    if (s.size() < n) return 0;
+    for (std::size_t i = 1; i < n; ++i) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+// Code points a terminal or an editor acts on instead of showing: the C1 controls (U+0080..U+009F;
+// some terminals take U+009B as CSI) and the bidirectional controls that reorder what is displayed
+// (an override makes a line read differently from what it holds).
+bool invisible_control(std::uint32_t cp) {
+    return (cp >= 0x80 && cp <= 0x9F) || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069) ||
+           cp == 0x200E || cp == 0x200F || cp == 0x061C;
+}
+
 // One log record is one line: control characters that a client chose (a Name, a header, a
-// command's output) are shown escaped, so no one can forge a line or colour the terminal.
+// command's output) are shown escaped, so no one can forge a line, colour the terminal or reorder
+// what it shows: C0 and DEL as \n, \r, \t or \xNN, C1 and bidi controls as \uNNNN, bytes that are
+// not UTF-8 as \xNN.
 std::string one_line(std::string_view message) {
     std::string out;
     out.reserve(message.size());
-    for (char c : message) {
-        auto u = static_cast<unsigned char>(c);
-        if (u == '\n') out += "\\n";
-        else if (u == '\r') out += "\\r";
-        else if (u == '\t') out += "\\t";
-        else if (u < 0x20 || u == 0x7f) out += fmt::format("\\x{:02x}", u);
-        else out += c;
+    while (!message.empty()) {
+        std::uint32_t cp = 0;
+        auto n = utf8_sequence(message, cp);
+        if (n == 0) {
+            out += fmt::format("\\x{:02x}", static_cast<unsigned char>(message[0]));
+            n = 1;
+        } else if (cp == '\n') {
+            out += "\\n";
+        } else if (cp == '\r') {
+            out += "\\r";
+        } else if (cp == '\t') {
+            out += "\\t";
+        } else if (cp < 0x20 || cp == 0x7f) {
+            out += fmt::format("\\x{:02x}", cp);
+        } else if (invisible_control(cp)) {
+            out += fmt::format("\\u{:04x}", cp);
+        } else {
+            out.append(message.substr(0, n));
+        }
+        message.remove_prefix(n);
     }
     return out;
 }
 
+// A json line keeps non-ASCII text as it is (nlohmann escapes only C0 and DEL), so the same
+// controls become JSON \uNNNN escapes there: a reader gets the same string back, a terminal
+// showing the raw line shows the escape.
+std::string escape_invisible_in_json(std::string_view dumped) {
+    std::string out;
+    out.reserve(dumped.size());
+    while (!dumped.empty()) {
+        std::uint32_t cp = 0;
+        auto n = utf8_sequence(dumped, cp);
+        if (n == 0) n = 1;  // dump() replaced invalid UTF-8 already; keep the byte if not
+        if (n > 1 && invisible_control(cp)) out += fmt::format("\\u{:04x}", cp);
+        else out.append(dumped.substr(0, n));
+        dumped.remove_prefix(n);
+    }
+    return out;
+}
+
+// The longest message one log line holds: a hook's 1 MiB output line or an error quoting a client
+// string must not become one huge record. 4 KiB holds every message this server writes itself.
+constexpr std::size_t max_log_message = 4096;
+
+// `s` cut to at most `max` bytes without splitting a UTF-8 sequence.
+std::string_view cut_utf8(std::string_view s, std::size_t max) {
+    if (s.size() <= max) return s;
+    auto end = max;
+    for (int i = 0; i < 3 && end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80; ++i) --end;
+    return s.substr(0, end);
+}
+
+std::string suppressed_line(std::string_view who, std::uint64_t n, unsigned burst, std::chrono::milliseconds window) {
+    return fmt::format("{}: {} more line{} suppressed (at most {} per {} ms)", who, n, n == 1 ? "" : "s", burst,
+                       window.count());
+}
+
 }  // namespace
+
+std::string log_value(std::string_view value) {
+    if (value.size() <= max_log_value) return std::string(value);
+    return fmt::format("{}... ({} bytes)", cut_utf8(value, max_log_value), value.size());
+}
 
 void logger::log(severity s, std::string_view message) const {
     if (!enabled(s)) return;
     static constexpr char const* names[] = {"debug", "info", "warning", "error"};
     auto const* level = names[static_cast<int>(s)];
     auto ts = rfc3339_now();
+    std::string cut;
+    if (message.size() > max_log_message) {
+        cut = fmt::format("{}... ({} bytes)", cut_utf8(message, max_log_message), message.size());
+        message = cut;
+    }
     std::string line;
     if (format_ == log_format::json)
-        line = json{{"ts", ts}, {"level", level}, {"msg", message}}.dump(-1, ' ', false,
-                                                                        json::error_handler_t::replace) +
+        line = escape_invisible_in_json(json{{"ts", ts}, {"level", level}, {"msg", message}}.dump(
+                   -1, ' ', false, json::error_handler_t::replace)) +
                "\n";
     else
         line = fmt::format("{} {} {}\n", ts, level, one_line(message));
     std::lock_guard lock(mutex_);
     std::fwrite(line.data(), 1, line.size(), stderr);
     std::fflush(stderr);
+}
+
+void log_limiter::log(logger const& log, severity s, std::string_view who, std::string_view message) {
+    if (!log.enabled(s)) return;
+    std::uint64_t summary = 0;
+    {
+        std::lock_guard lock(mutex_);
+        auto now = std::chrono::steady_clock::now();
+        if (now - window_start_ >= window_) {
+            window_start_ = now;
+            lines_ = 0;
+            summary = std::exchange(suppressed_, 0);
+        }
+        if (lines_ >= burst_) {
+            ++suppressed_;
+            return;
+        }
+        ++lines_;
+    }
+    if (summary) log.log(s, suppressed_line(who, summary, burst_, window_));
+    log.log(s, message);
+}
+
+void log_limiter::summarize(logger const& log, severity s, std::string_view who) {
+    std::uint64_t summary = 0;
+    {
+        std::lock_guard lock(mutex_);
+        summary = std::exchange(suppressed_, 0);
+    }
+    if (summary) log.log(s, suppressed_line(who, summary, burst_, window_));
 }
 
 std::string redact_id(std::string_view id) {
@@ -503,6 +626,116 @@ bool wants_upgrade(request const& req) {
     return websocket_upgrade_header(req) || req.count(http::field::sec_websocket_key) > 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Who may connect: the Host a request names (DNS rebinding) and the Origin of an exec= upgrade
+
+namespace {
+
+// A Host header value split into its name and port ("[::1]:80" -> "::1", "80"); nullopt when it is
+// not host[:port] (a port of 1-5 digits; a v6 literal in brackets).
+struct host_port {
+    std::string_view host;
+    std::string_view port;
+    bool bracketed = false;
+};
+std::optional<host_port> split_host(std::string_view h) {
+    host_port out;
+    std::string_view rest;
+    if (h.starts_with('[')) {
+        auto close = h.find(']');
+        if (close == std::string_view::npos) return std::nullopt;
+        out.host = h.substr(1, close - 1);
+        out.bracketed = true;
+        rest = h.substr(close + 1);
+    } else {
+        auto colon = h.find(':');
+        out.host = h.substr(0, colon);
+        rest = colon == std::string_view::npos ? std::string_view() : h.substr(colon);
+    }
+    if (!rest.empty()) {
+        if (rest[0] != ':') return std::nullopt;
+        out.port = rest.substr(1);
+        if (out.port.empty() || out.port.size() > 5 ||
+            !std::all_of(out.port.begin(), out.port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            return std::nullopt;
+    }
+    if (out.host.empty()) return std::nullopt;
+    return out;
+}
+
+bool ip_literal(host_port const& h) {
+    error_code ec;
+    std::string text(h.host);
+    if (h.bracketed) {
+        net::ip::make_address_v6(text, ec);
+        return !ec;
+    }
+    net::ip::make_address_v4(text, ec);  // dotted quad only: "127.1" and "0x7f.1" are names
+    return !ec;
+}
+
+// `localhost` and its subdomains (RFC 6761: they resolve to loopback), with or without the final dot.
+bool loopback_name(std::string_view name) {
+    if (name.ends_with('.')) name.remove_suffix(1);
+    constexpr std::string_view suffix = ".localhost";
+    return iequals(name, "localhost") ||
+           (name.size() > suffix.size() && iequals(name.substr(name.size() - suffix.size()), suffix));
+}
+
+// Nullopt when the request may be answered; otherwise the 421 (or 400) refusing it. A page on
+// another name that rebinds that name to 127.0.0.1 sends its own name as Host: a loopback server
+// answers only loopback names and IP literals, and the names --allow-host gives. A request without
+// Host (HTTP/1.0, a non-browser client) is answered: a browser always sends one.
+std::optional<response> refuse_host(server_state& st, request const& req, tcp::endpoint const& remote) {
+    auto const& allowed = st.opts.allow_hosts;
+    if (!st.loopback_bound && allowed.empty()) return std::nullopt;
+    if (req.count(http::field::host) == 0) return std::nullopt;
+    auto value = trim(req[http::field::host]);
+    auto h = split_host(value);
+    if (!h) return make_response(req, http::status::bad_request, "the Host header is not host[:port]\n");
+    if (ip_literal(*h)) return std::nullopt;
+    if (!h->bracketed) {
+        if (st.loopback_bound && loopback_name(h->host)) return std::nullopt;
+        auto name = h->host.ends_with('.') ? h->host.substr(0, h->host.size() - 1) : h->host;
+        if (std::any_of(allowed.begin(), allowed.end(), [&](auto const& p) { return glob_match(p, name); }))
+            return std::nullopt;
+    }
+    st.policy_log.log(st.log, severity::warning, "Host refusals",
+                      fmt::format("refused {} {} from {}: Host '{}' is not a name this server answers (421)",
+                                  req.method_string(), log_value(origin_form(req.target())), peer_string(remote),
+                                  log_value(value)));
+    return make_response(req, http::status::misdirected_request,
+                         st.loopback_bound
+                             ? "misdirected request: this server answers only loopback names and IP literals "
+                               "in Host (see --allow-host)\n"
+                             : "misdirected request: the Host is not one this server answers (see --allow-host)\n");
+}
+
+// "scheme://host[:port]" with the scheme's default port dropped, lower-cased, for comparing origins.
+std::string normal_origin(std::string_view scheme, std::string_view host_and_port) {
+    std::string out = fmt::format("{}://{}", scheme, host_and_port);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; });
+    auto drop = [&](std::string_view suffix) {
+        if (out.ends_with(suffix)) out.resize(out.size() - suffix.size());
+    };
+    if (iequals(scheme, "http")) drop(":80");
+    if (iequals(scheme, "https")) drop(":443");
+    return out;
+}
+
+// True when `origin` is this server as the request reached it: its scheme and the request's Host.
+bool own_origin(server_state const& st, request const& req, std::string_view origin) {
+    bool tls = !st.opts.tls_cert.empty() || !st.opts.pfx.empty();
+    auto host = trim(req[http::field::host]);
+    if (host.empty()) return false;
+    auto sep = origin.find("://");
+    if (sep == std::string_view::npos) return false;  // "null" (a sandboxed or file: page) included
+    return normal_origin(origin.substr(0, sep), origin.substr(sep + 3)) == normal_origin(tls ? "https" : "http", host);
+}
+
+}  // namespace
+
 namespace {
 
 // Counts the connection in before anything else can: check and increment are one atomic step,
@@ -516,9 +749,28 @@ std::optional<response> reserve_slot(server_state& st, request const& req) {
     return res;
 }
 
+// The same for a local route's process (--max-processes): the slot is a token the process holds
+// until it is reaped, not the socket (a process that outlives its connection still counts).
+std::variant<std::shared_ptr<void>, response> reserve_process(server_state& st, request const& req,
+                                                              tcp::endpoint const& remote, std::string_view path) {
+    auto before = st.process_count.fetch_add(1);
+    if (st.opts.max_processes != 0 && before >= st.opts.max_processes) {
+        --st.process_count;
+        st.policy_log.log(st.log, severity::warning, "process-cap refusals",
+                          fmt::format("refused an upgrade of {} from {}: {} local-route processes are running "
+                                      "(--max-processes)",
+                                      log_value(path), peer_string(remote), st.opts.max_processes));
+        auto res = make_response(req, http::status::service_unavailable, "too many local-route processes\n");
+        res.set(http::field::retry_after, "1");
+        return res;
+    }
+    return std::shared_ptr<void>(&st.process_count, [](std::atomic<std::size_t>* n) { --*n; });
+}
+
 }  // namespace
 
 std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote) {
+    if (auto r = refuse_host(st, req, remote)) return std::move(*r);
     auto t = parse_target(req.target());
     auto m = match_route(st, t.path);
     if (!m) return make_response(req, http::status::not_found, "no WebSocket route here\n");
@@ -535,10 +787,21 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         bool ok = std::any_of(st.opts.allow_origins.begin(), st.opts.allow_origins.end(),
                               [&](auto const& p) { return glob_match(p, origin); });
         if (!ok) {
-            st.log.log(severity::warning, fmt::format("refused an upgrade from {}: Origin '{}' is not allowed",
-                                                      peer_string(remote), origin));
+            st.policy_log.log(st.log, severity::warning, "Origin refusals",
+                              fmt::format("refused an upgrade from {}: Origin '{}' is not allowed",
+                                          peer_string(remote), log_value(origin)));
             return make_response(req, http::status::forbidden, "origin not allowed\n");
         }
+    } else if (!m->exec.empty() && req.count(http::field::origin) > 0 &&
+               !own_origin(st, req, trim(req[http::field::origin]))) {
+        // A web page on any site could otherwise run the route's command (cross-site WebSocket
+        // hijacking): without --allow-origin, an exec= route takes only its own origin, or none.
+        st.policy_log.log(st.log, severity::warning, "Origin refusals",
+                          fmt::format("refused an upgrade of {} from {}: Origin '{}' is another site (exec= route)",
+                                      log_value(t.path), peer_string(remote), log_value(req[http::field::origin])));
+        return make_response(req, http::status::forbidden,
+                             "cross-site upgrade refused: this route runs a command and takes only its own "
+                             "origin (see --allow-origin)\n");
     }
     if (st.stopping) return make_response(req, http::status::service_unavailable, "server is shutting down\n");
     upgrade_plan plan{m->kind, {}, m->exec};
@@ -573,13 +836,24 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         if (signing.enabled) {
             if (is_signed_form(*chosen)) {
                 if (!unsign(*chosen, key)) {
-                    st.log.log(severity::warning, fmt::format("refused an upgrade from {}: clientId {} does not verify",
-                                                              peer_string(remote), redact_id(*chosen)));
+                    st.policy_log.log(st.log, severity::warning, "clientId refusals",
+                                      fmt::format("refused an upgrade from {}: clientId {} does not verify",
+                                                  peer_string(remote), redact_id(*chosen)));
                     return make_response(req, http::status::bad_request, "the signed clientId does not verify\n");
                 }
                 info.client_id = *chosen;
             } else {
                 info.client_id = sign(*chosen, key);
+                // Only the holder of the signed ID may replace its connection: anyone can ask for the
+                // unsigned form, and would get the same signature (Pode's rule).
+                if (!st.reg.list(target{{info.name}, {}, {info.client_id}}).empty()) {
+                    st.policy_log.log(st.log, severity::warning, "clientId refusals",
+                                      fmt::format("refused an upgrade from {}: clientId {} is in use under {}",
+                                                  peer_string(remote), redact_id(*chosen), log_value(info.name)));
+                    return make_response(req, http::status::conflict,
+                                         "this clientId is in use: only the holder of its signed form may "
+                                         "replace it\n");
+                }
             }
         } else {
             info.client_id = *chosen;
@@ -588,6 +862,14 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         info.client_id = signing.enabled ? sign(new_client_id(), key) : new_client_id();
     }
     if (auto r = reserve_slot(st, req)) return std::move(*r);
+    if (!plan.exec.empty()) {
+        auto slot = reserve_process(st, req, remote, t.path);
+        if (auto* r = std::get_if<response>(&slot)) {
+            --st.ws_count;  // the --max-connections slot taken just above
+            return std::move(*r);
+        }
+        plan.process_slot = std::move(std::get<std::shared_ptr<void>>(slot));
+    }
     return plan;
 }
 
@@ -617,19 +899,24 @@ response serve_static(server_state& st, request const& req) {
 
 }  // namespace
 
+severity to_severity(handler_log level) noexcept {
+    switch (level) {
+    case handler_log::debug: return severity::debug;
+    case handler_log::info: return severity::info;
+    case handler_log::warning: return severity::warning;
+    case handler_log::error: return severity::error;
+    }
+    return severity::error;
+}
+
 handler_logger handler_logger_for(server_state& st) {
-    return [&st](handler_log level, std::string message) {
-        auto s = level == handler_log::debug     ? severity::debug
-                 : level == handler_log::info    ? severity::info
-                 : level == handler_log::warning ? severity::warning
-                                                 : severity::error;
-        st.log.log(s, message);
-    };
+    return [&st](handler_log level, std::string message) { st.log.log(to_severity(level), message); };
 }
 
 namespace {
 
 response route_http(server_state& st, request const& req, tcp::endpoint const& remote) {
+    if (auto r = refuse_host(st, req, remote)) return std::move(*r);
     auto t = parse_target(req.target());
     auto path = t.path;
     // HEAD is GET without the body (handle_http strips it): what answers GET answers HEAD.
@@ -705,8 +992,8 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
     auto const& from = sender.info();
     auto env = parse_envelope(data, envelope_limits{.max_depth = st.opts.max_json_depth});
     if (!env) {
-        st.log.log(severity::warning, fmt::format("dropped a message from {} ({} {}): {}", from.remote, from.name,
-                                                  redact_id(from.client_id), env.error().message));
+        sender.warn(fmt::format("dropped a message from {} ({} {}): {}", from.remote, log_value(from.name),
+                                redact_id(from.client_id), env.error().message));
         return;
     }
     // A signal route takes every message of its sockets: nothing is auto-routed (Pode's rule).
@@ -720,7 +1007,7 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
         auto text = fmt::format("{:%Y-%m-%d %H:%M:%S} UTC", fmt::gmtime(std::chrono::system_clock::to_time_t(now)));
         auto targets = resolve_targets(st.reg, st.opts.levels, target{{"Msg"}, {}, {}});
         if (!targets) {
-            st.log.log(severity::warning, fmt::format("demo [date] not sent: {}", targets.error().message));
+            sender.warn(fmt::format("demo [date] not sent: {}", targets.error().message));
             return;
         }
         auto msg = outgoing_message::text(text);
@@ -738,8 +1025,8 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
     t.client_ids = std::move(env->client_ids);
     auto targets = resolve_targets(st.reg, st.opts.levels, t);
     if (!targets) {
-        st.log.log(severity::warning, fmt::format("message from {} ({}) not sent: {}", from.remote,
-                                                  redact_id(from.client_id), targets.error().message));
+        sender.warn(fmt::format("message from {} ({}) not sent: {}", from.remote, redact_id(from.client_id),
+                                targets.error().message));
         return;
     }
     for (auto const& c : *targets) c->send(msg);
@@ -963,6 +1250,7 @@ int run_server(server_options options) {
         st.log.log(severity::error, local.error().message);
         return to_int(exit_code::config);
     }
+    st.loopback_bound = local->address().is_loopback();  // before the first request is read
     lis.start();
     auto url = url_for(*local, tls.has_value());
     // Before the URL line: a signal that follows the line at once must already be ours to handle.

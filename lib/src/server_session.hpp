@@ -237,6 +237,7 @@ public:
         : st_(st), loop_(loop), ws_(std::move(stream)), kind_(plan.kind), info_(std::move(plan.info)),
           ping_timer_(ws_.get_executor()) {
         exec_ = std::move(plan.exec);
+        process_slot_ = std::move(plan.process_slot);
         ws_.next_layer().set_prefix(std::move(leftover));
     }
 
@@ -244,6 +245,7 @@ public:
         st_.reg.remove(*this);
         st_.remove_live(this);
         st_.release(reserved_ + receiving_bytes_);
+        warnings_.summarize(st_.log, severity::warning, info_.remote);  // what its process logged after finish
     }
 
     // Registers the connection (before the 101 is written), then answers the handshake.
@@ -375,6 +377,8 @@ public:
         if constexpr (!is_tls_v<Stream>) sock().drop_waiting();
     }
 
+    void warn(std::string message) override { warnings_.log(st_.log, severity::warning, info_.remote, message); }
+
 private:
     auto& sock() noexcept { return tcp_socket(ws_.next_layer().next_layer()); }
 
@@ -429,10 +433,11 @@ private:
 
     void fail(error_code ec, char const* stage) {
         if (expected_ending(ec)) {
-            st_.log.log(severity::debug, fmt::format("{} {}: {} ({})", info_.remote, info_.path, stage, ec.message()));
+            st_.log.log(severity::debug,
+                        fmt::format("{} {}: {} ({})", info_.remote, log_value(info_.path), stage, ec.message()));
             return;
         }
-        st_.log.log(severity::warning, fmt::format("{} {}: {}: {}", info_.remote, info_.path, stage, ec.message()));
+        warn(fmt::format("{} {}: {}: {}", info_.remote, log_value(info_.path), stage, ec.message()));
     }
 
     void on_accept(error_code ec) {
@@ -443,15 +448,26 @@ private:
         }
         open_ = true;
         req_ = {};
-        st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote, info_.name,
-                                                 info_.group, redact_id(info_.client_id)));
+        st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote,
+                                                 log_value(info_.name), log_value(info_.group),
+                                                 redact_id(info_.client_id)));
         if (kind_ != session_kind::echo && st_.handlers) st_.handlers->on_connect(info_);
         if (!exec_.empty()) {
             // A local route: this connection's own process; its exit closes the socket.
+            // What it logs (a dropped message, its stderr lines: both may echo the client) counts
+            // against this connection's limit; once the session is gone, the server's log takes it.
+            handler_logger log = [weak = this->weak_from_this(), plain = handler_logger_for(st_)](
+                                     handler_log level, std::string message) {
+                auto self = weak.lock();
+                if (!self) return plain(level, std::move(message));
+                self->warnings_.log(self->st_.log, to_severity(level), self->info_.remote, message);
+            };
             auto p = local_process::start(ws_.get_executor(), exec_, this->weak_from_this(), info_,
-                                          st_.opts.send_queue, st_.opts.max_message_size, handler_logger_for(st_));
+                                          st_.opts.send_queue, st_.opts.max_message_size, std::move(log),
+                                          std::move(process_slot_));
             if (!p) {
-                st_.log.log(severity::error, fmt::format("local route {}: {}", info_.path, p.error().message));
+                st_.log.log(severity::error,
+                            fmt::format("local route {}: {}", log_value(info_.path), p.error().message));
                 do_close(1011, "handler failed to start");
             } else {
                 local_ = std::move(*p);
@@ -527,8 +543,9 @@ private:
                                                                             ws_.reason().reason.size())
                                                               : close_reason_);
         --st_.ws_count;
-        st_.log.log(severity::debug, fmt::format("disconnected {} name={} clientId={} code={}", info_.remote, info_.name,
-                                                 redact_id(info_.client_id), code));
+        warnings_.summarize(st_.log, severity::warning, info_.remote);
+        st_.log.log(severity::debug, fmt::format("disconnected {} name={} clientId={} code={}", info_.remote,
+                                                 log_value(info_.name), redact_id(info_.client_id), code));
     }
 
     // Takes everything queued and writes it in one gathered write: on plain TCP first as one
@@ -713,6 +730,8 @@ private:
     bool open_ = false;
     bool finished_ = false;
     std::string exec_;                      // a local route's command
+    std::shared_ptr<void> process_slot_;    // its --max-processes slot, handed to the process at start
+    log_limiter warnings_;  // this connection's per-message warnings (warn) and its process's lines
     std::shared_ptr<local_process> local_;  // its process, while the connection lives
     bool flush_before_beast_ = false;
     bool close_requested_ = false;

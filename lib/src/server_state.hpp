@@ -54,6 +54,39 @@ private:
 // A signed or long client ID shortened for a log line: never log a full signed ID.
 std::string redact_id(std::string_view id);
 
+// A client-chosen string (a Name, group, Origin, Host, path) as a log line shows it: at most
+// max_log_value bytes, cut at a character boundary, with "..." and its full length. A 16 KiB Name
+// repeated in every warning of one connection filled 30 MB of log for 2,000 bad frames.
+inline constexpr std::size_t max_log_value = 128;
+std::string log_value(std::string_view value);
+
+// Bounds the lines one source writes (a connection's per-message warnings, the refusals of one
+// policy): at most `burst` lines per `window`, then one "N more ... suppressed" line when the source
+// logs again after the window, or at its end (summarize). Thread-safe.
+class log_limiter {
+public:
+    // 10 lines a second: enough to see what a client does wrong, too few to flood a disk
+    // (lines are short once client strings are cut: about 10 KiB/s per source at most).
+    static constexpr unsigned default_burst = 10;
+    static constexpr std::chrono::milliseconds default_window{1000};
+
+    explicit log_limiter(unsigned burst = default_burst, std::chrono::milliseconds window = default_window)
+        : burst_(burst), window_(window) {}
+
+    // Logs `message` unless this window's lines are spent; `who` names the source in the summary.
+    void log(logger const& log, severity s, std::string_view who, std::string_view message);
+    // The summary of what is still suppressed, if anything (a connection's end).
+    void summarize(logger const& log, severity s, std::string_view who);
+
+private:
+    unsigned const burst_;
+    std::chrono::milliseconds const window_;
+    std::mutex mutex_;
+    std::chrono::steady_clock::time_point window_start_{};
+    unsigned lines_ = 0;              // written in this window
+    std::uint64_t suppressed_ = 0;    // not written since the last summary
+};
+
 struct metrics {
     std::atomic<std::uint64_t> messages_received{0}, messages_sent{0}, bytes_received{0}, bytes_sent{0},
         messages_dropped{0}, budget_closes{0};
@@ -80,6 +113,9 @@ public:
     virtual connection_ptr self() = 0;  // this session as the registry holds it
     virtual void abort() = 0;           // thread-safe: closes the socket now
     virtual void release_parked() = 0;  // only after the event loop stopped
+    // A warning about this connection's traffic (a bad envelope, a refused broadcast), through its
+    // own log_limiter: one client cannot flood the log. Thread-safe.
+    virtual void warn(std::string message) = 0;
 
     struct holding {
         std::size_t bytes = 0;   // its send queue (queued and in flight) and the message it is receiving
@@ -96,6 +132,12 @@ struct server_state {
     registry reg;
     metrics stats;
     std::atomic<std::size_t> ws_count{0};
+    // Live local-route processes (--max-processes): taken in plan_upgrade, given back once reaped.
+    std::atomic<std::size_t> process_count{0};
+    bool loopback_bound = false;  // the listener's address is loopback (set before it accepts)
+    // Refusals by the connection policy (--max-processes, Host, Origin, client IDs): bounded like
+    // a connection's warnings, since a hostile client can repeat them at will.
+    log_limiter policy_log;
     std::atomic<bool> stopping{false};
     // Signal routes, hooks and schedules; null when none is configured.
     std::shared_ptr<command_handlers> handlers;
@@ -131,6 +173,8 @@ struct upgrade_plan {
     session_kind kind;
     connection_info info;
     std::string exec = {};  // a local route's command, run for this connection
+    // A local route's --max-processes slot: held until its process is reaped (null otherwise).
+    std::shared_ptr<void> process_slot = {};
 };
 std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote);
 
@@ -183,8 +227,9 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
 void start_plain_session(server_state& st, event_loop& loop, socket_type socket);
 void start_tls_session(server_state& st, event_loop& loop, boost::asio::ssl::context& ctx, socket_type socket);
 
-// The server's log as the command handlers' logger.
+// The server's log as the command handlers' logger, and their levels as its severities.
 handler_logger handler_logger_for(server_state& st);
+severity to_severity(handler_log level) noexcept;
 
 // Peer "ip" as Pode sees it (v4-mapped addresses shown as v4).
 std::string peer_ip(tcp::endpoint const& ep);

@@ -130,7 +130,7 @@ def test_the_debug_log_never_holds_the_secret_the_api_key_or_a_full_signed_id(se
                          ids=["escape", "carriage-return", "control"])
 def test_control_characters_in_a_header_are_refused_before_any_log_line(serve, value):
     s = serve(*ROUTES, "--allow-origin", "https://good.example", "-v")  # a refused Origin is logged
-    head, _ = raw_http(s.port, b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    head, _ = raw_http(s.port, b"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                                b"Origin: " + value + b"\r\n\r\n")
     assert head.status == 400, head.raw
@@ -355,7 +355,7 @@ def site(tmp_path):
 ])
 def test_static_never_serves_a_file_outside_the_root(serve, site, target):
     s = serve("--static", site)
-    head, body = raw_http(s.port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    head, body = raw_http(s.port, f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
     assert head.status in (400, 404), (target, head.raw)
     assert b"private" not in body
     assert http(s.port, "GET", "/").body == b"<h1>site</h1>"

@@ -20,10 +20,10 @@ ROUTES = ["--route", "/chat=Chat", "--route", "/news=News"]
 
 @pytest.mark.parametrize("request_bytes", [
     b"GARBAGE\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: x\r\nNoColonInThisHeader\r\n\r\n",
-    b"GET /healthz HTTP/9.9.9\r\nHost: x\r\n\r\n",
-    b"POST /signal HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nNoColonInThisHeader\r\n\r\n",
+    b"GET /healthz HTTP/9.9.9\r\nHost: localhost\r\n\r\n",
+    b"POST /signal HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
     b"\x00\x01\x02\x03\xff\xfe\r\n\r\n",
 ], ids=["garbage", "header-without-colon", "bad-version", "bad-content-length", "two-content-lengths", "binary"])
 def test_malformed_http_is_400_and_the_server_lives_on(serve, request_bytes):
@@ -38,7 +38,7 @@ def test_malformed_http_is_400_and_the_server_lives_on(serve, request_bytes):
 
 def test_a_huge_request_head_is_refused_with_a_4xx(serve):
     s = serve(*ROUTES)
-    hs, _ = raw_http(s.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+    hs, _ = raw_http(s.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
     assert 400 <= hs.status < 500, hs.raw
     assert healthy(s.port)
 
@@ -76,10 +76,10 @@ def test_unknown_path_is_404(serve, path):
 def test_head_answers_have_no_body_so_the_next_response_on_the_connection_is_intact(serve):
     s = serve(*ROUTES)
     with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
-        c.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"HEAD /signal HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        c.sendall(b"HEAD /nope HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  b"HEAD /signal HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                  b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := c.recv(65536):
             data += chunk
@@ -111,7 +111,7 @@ def test_a_target_in_absolute_form_is_the_same_as_its_path(serve):
 @pytest.mark.parametrize("target", ["?x", "*", "chat"])
 def test_auto_upgrade_refuses_a_target_that_is_not_a_path(serve, target):
     s = serve("--auto-upgrade")
-    hs, _ = raw_http(s.port, f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    hs, _ = raw_http(s.port, f"GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
     assert hs.status == 404, hs.raw
     assert connections(s.port) == []

@@ -478,7 +478,7 @@ def test_keep_alive_and_pipelined_requests_are_all_answered(serve):
     s = serve(*ROUTES)
     c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     try:
-        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n" * 3)
         data = b""
         deadline = time.monotonic() + 10
         while data.count(b"HTTP/1.1 200") < 3 and time.monotonic() < deadline:
@@ -576,15 +576,15 @@ def test_a_chunked_push_body_and_an_upgrade_after_keep_alive_requests(serve):
     a = RawWS.open(s.port, "/chat")
     c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     try:
-        c.sendall(b"POST /signal HTTP/1.1\r\nHost: x\r\nX-Pode-Signal-Client-Id: " + a.client_id.encode()
+        c.sendall(b"POST /signal HTTP/1.1\r\nHost: localhost\r\nX-Pode-Signal-Client-Id: " + a.client_id.encode()
                   + b"\r\nX-Pode-Signal-Name: Chat\r\nTransfer-Encoding: chunked\r\n\r\n"
                   + b"5\r\nchunk\r\n8\r\ned hello\r\n0\r\n\r\n")
         hs, body = read_response(c)
         assert (hs.status, json.loads(body)) == (200, {"delivered": 1}), (hs.raw, body)
         assert a.recv() == "chunked hello"
-        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert read_response(c)[0].status == 200, "keep-alive"
-        c.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        c.sendall(b"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         assert read_response(c)[0].status_line == "HTTP/1.1 101 Switching Protocols"
     finally:

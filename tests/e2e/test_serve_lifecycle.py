@@ -99,7 +99,7 @@ def serves_a_new_request(port):
     except OSError:
         return False
     try:
-        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         return c.recv(100).startswith(b"HTTP/")
     except OSError:
         return False

@@ -5,6 +5,7 @@ signed ID (a tampered one is 400); ?clientId= is signed by the server and a forg
 refused."""
 import re
 import socket
+from urllib.parse import quote
 
 import pytest
 
@@ -196,11 +197,14 @@ def test_strict_query_client_id_signed_for_this_user_agent_is_kept_for_another_r
     a.close()
 
 
-def test_the_same_plain_query_client_id_twice_is_a_duplicate_once_signed(serve, secret_file):
+def test_the_same_plain_query_client_id_twice_is_409_and_only_its_signed_form_replaces(serve, secret_file):
     s = serve(*ROUTES, "--secret-file", secret_file, "--accept-client-id")
     old = RawWS.open(s.port, "/chat?clientId=mine")
-    new = RawWS.open(s.port, "/chat?clientId=mine")
-    assert old.client_id == new.client_id == openssl_sign("mine", SECRET)
+    assert old.client_id == openssl_sign("mine", SECRET)
+    # Anyone may ask for the plain ID and would get the same signature: only its holder may replace it.
+    assert RawWS.attempt(s.port, "/chat?clientId=mine").status == 409
+    new = RawWS.open(s.port, "/chat?clientId=" + quote(old.client_id, safe=""))
+    assert new.client_id == old.client_id
     assert old.expect_close() == (1000, "replaced")
     assert push(s.port, "to new", client_id=new.client_id, name="Chat").json() == {"delivered": 1}
     assert new.recv() == "to new"

@@ -141,3 +141,22 @@ TEST_CASE("child process: an overlong line is cut at max_line") {
     CHECK(truncated.front());
     CHECK(out.lines.back() == "short");
 }
+
+TEST_CASE("child process: with on_stderr_line, stderr (and a to_stderr stdout) arrives as lines, not on ours") {
+    boost::asio::io_context io;
+    bool exited = false;
+    std::vector<std::string> lines;
+    auto child = child_process::start(
+        io.get_executor(),
+        {.command = "printf 'one\\r\\n' >&2; echo two; printf 'three' >&2", .output = child_stdout::to_stderr,
+         .feed_stdin = false},
+        {.on_exit = [&](int, std::string) { exited = true; },
+         .on_stderr_line = [&](std::string line) { lines.push_back(std::move(line)); }});
+    REQUIRE(child.has_value());
+    // Lines may follow the exit: wait for both.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((!exited || lines.size() < 3) && std::chrono::steady_clock::now() < deadline)
+        io.run_one_for(std::chrono::milliseconds(100));
+    CHECK(exited);
+    CHECK(lines == std::vector<std::string>{"one", "two", "three"});
+}

@@ -59,7 +59,7 @@ struct server_options {
     signing_config signing;             // off unless a secret is given
     std::string tls_cert, tls_key;      // PEM files; both or neither
     std::string pfx, pfx_password;      // PKCS#12 alternative (the password itself, read by the CLI)
-    std::vector<std::string> allow_origins;  // empty: every Origin is accepted (as Pode)
+    std::vector<std::string> allow_origins;  // empty: every Origin (as Pode), but exec= routes only their own
     std::string api_key;                // empty: the push/admin API is open (it binds to loopback by default)
     std::uint64_t max_message_size = 1 << 20;  // 1 MiB: bounded memory per read; larger closes with 1009
     // --echo sockets are the target of conformance suites, whose largest messages are 16 MiB
@@ -67,6 +67,13 @@ struct server_options {
     std::uint64_t echo_max_message_size = 16 << 20;
     std::uint64_t max_body_size = 16 << 20;    // 16 MiB: push bodies beyond get 413
     std::size_t max_connections = 0;    // 0: no limit but the file limit
+    // Live local-route (exec=) processes; past it upgrades to exec= routes get 503. 64: one process
+    // per connection must not let a flood of upgrades fork-bomb the host. 0: no limit.
+    std::size_t max_processes = 64;
+    // Host names (globs) answered besides IP literals, and besides loopback names on a loopback
+    // bind. Empty: a loopback server answers only loopback names and IP literals (DNS rebinding),
+    // any other server answers every Host.
+    std::vector<std::string> allow_hosts = {};
     std::uint64_t send_queue = 1 << 20; // 1 MiB queued per client before the slow-client policy applies
     slow_client_policy slow_client = slow_client_policy::close;  // never unbounded memory
     // 256 MiB for every client together: send queues and messages being received (an echo path's
