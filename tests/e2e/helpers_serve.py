@@ -612,6 +612,15 @@ def sanitized_build(binary):
     return any(lib in out for lib in ("libasan", "libtsan", "libubsan", "liblsan"))
 
 
+def rss_kib(pid):
+    """The resident set of a process in KiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def read_response(sock, timeout=DEADLINE):
     """One whole HTTP response (head + Content-Length body) from a socket: (Handshake, body)."""
     deadline = time.monotonic() + timeout

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import WSIG, run_wsig
 from helpers_serve import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, WSClosed,
-                           connections, envelope, frame, healthy, http, metric_value, push, raw_http, sanitized_build,
-                           sync_self, text_frame, wait_connections)
+                           connections, envelope, frame, healthy, http, metric_value, push, raw_http, rss_kib,
+                           sanitized_build, sync_self, text_frame, wait_connections)
 
 ROUTES = ["--route", "/chat=Chat", "--route", "/news=News"]
 
@@ -444,14 +444,6 @@ def test_port_in_use_exits_78():
         assert str(port) in r.stderr or "in use" in r.stderr.lower(), r.stderr
     finally:
         holder.close()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.parametrize("policy", ["drop", "close"])
