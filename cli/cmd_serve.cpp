@@ -2,6 +2,7 @@
 #include "commands.hpp"
 
 #include <wsig/exit_code.hpp>
+#include <wsig/json.hpp>
 #include <wsig/server.hpp>
 #include <wsig/signing.hpp>
 #include <wsig/units.hpp>
@@ -26,6 +27,8 @@ struct serve_options {
     secret_options secret;
     std::string tls_cert, tls_key, pfx, pfx_password_file, api_key_file;
     std::string max_message_size, send_queue = "1MiB", slow_client = "close";  // empty: the defaults
+    std::string max_queued_total = "256MiB";
+    std::size_t max_json_depth = default_max_json_depth;
     std::size_t max_connections = 0;
     std::string ping_interval = "30s", shutdown_timeout = "5s";
     unsigned threads = 0;
@@ -135,6 +138,10 @@ server_options to_server_options(serve_options const& in) {
     o.send_queue = size_flag("--send-queue", in.send_queue);
     if (o.send_queue == 0) usage("--send-queue must be greater than 0");
     o.slow_client = in.slow_client == "drop" ? slow_client_policy::drop : slow_client_policy::close;
+    o.max_queued_total = size_flag("--max-queued-total", in.max_queued_total);
+    if (o.max_queued_total < o.send_queue) usage("--max-queued-total must be at least --send-queue");
+    if (in.max_json_depth == 0) usage("--max-json-depth must be greater than 0");
+    o.max_json_depth = in.max_json_depth;
     o.ping_interval = duration_flag("--ping-interval", in.ping_interval, true);
     o.threads = in.threads;
     o.shutdown_timeout = duration_flag("--shutdown-timeout", in.shutdown_timeout, true);
@@ -255,6 +262,17 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
                     "When a client's queue is full: drop the message, or close it with 1008 'too slow'")
         ->envname("WSIG_SLOW_CLIENT")
         ->check(CLI::IsMember({"drop", "close"}))
+        ->capture_default_str();
+    app->add_option("--max-queued-total", opts->max_queued_total,
+                    "Bytes held for all clients together (send queues and messages being received); past it the "
+                    "clients furthest behind go first")
+        ->envname("WSIG_MAX_QUEUED_TOTAL")
+        ->type_name("SIZE")
+        ->capture_default_str();
+    app->add_option("--max-json-depth", opts->max_json_depth,
+                    "Deepest nesting of arrays and objects in an envelope or action line; deeper ones are dropped")
+        ->envname("WSIG_MAX_JSON_DEPTH")
+        ->type_name("N")
         ->capture_default_str();
     app->add_option("--ping-interval", opts->ping_interval,
                     "Ping every DURATION; a peer silent for two pings is dropped (0: off)")

@@ -31,6 +31,8 @@ _wsig() {
             --max-connections) return ;;
             --send-queue) return ;;
             --slow-client) COMPREPLY=($(compgen -W 'drop close' -- "$cur")); return ;;
+            --max-queued-total) return ;;
+            --max-json-depth) return ;;
             --ping-interval) return ;;
             --threads) return ;;
             --shutdown-timeout) return ;;
@@ -42,7 +44,7 @@ _wsig() {
             --every) return ;;
             --static) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         esac
-        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --allow-origin --api-key-file --max-message-size --max-connections --send-queue --slow-client --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --static-dotfiles --help' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --allow-origin --api-key-file --max-message-size --max-connections --send-queue --slow-client --max-queued-total --max-json-depth --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --static-dotfiles --help' -- "$cur")) ;;
     send)
         case $prev in
             --client-id) return ;;

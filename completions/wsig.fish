@@ -30,6 +30,8 @@ complete -c wsig -n '__fish_seen_subcommand_from serve' -l max-message-size -r -
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l max-connections -r -d 'Upgrades beyond N get 503 (0: no limit)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l send-queue -r -d 'Bytes queued per client before --slow-client applies'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l slow-client -r -a 'drop close' -d 'When a client'\''s queue is full: drop the message, or close it with 1008 '\''too slow'\'''
+complete -c wsig -n '__fish_seen_subcommand_from serve' -l max-queued-total -r -d 'Bytes held for all clients together (send queues and messages being received); past it the clients furthest behind go first'
+complete -c wsig -n '__fish_seen_subcommand_from serve' -l max-json-depth -r -d 'Deepest nesting of arrays and objects in an envelope or action line; deeper ones are dropped'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l ping-interval -r -d 'Ping every DURATION; a peer silent for two pings is dropped (0: off)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l threads -r -d 'I/O threads (default: one per core)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l shutdown-timeout -r -d 'On SIGINT/SIGTERM, wait this long for clients to close'

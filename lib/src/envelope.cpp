@@ -7,18 +7,23 @@
 namespace wsig {
 namespace {
 
-result<std::vector<std::string>> string_or_array(nlohmann::json const& v, std::string_view field) {
+// The strings are moved out of `v`, which the caller owns.
+result<std::vector<std::string>> string_or_array(nlohmann::json& v, std::string_view field, std::size_t max_items) {
     std::vector<std::string> out;
     if (v.is_null()) return out;
     if (v.is_string()) {
-        if (!v.get_ref<std::string const&>().empty()) out.push_back(v.get<std::string>());
+        if (!v.get_ref<std::string const&>().empty()) out.push_back(std::move(v.get_ref<std::string&>()));
         return out;
     }
     if (v.is_array()) {
-        for (auto const& item : v) {
+        if (v.size() > max_items)
+            return make_error(errc::bad_envelope,
+                              fmt::format("envelope: '{}' holds {} entries, more than {}", field, v.size(), max_items));
+        out.reserve(v.size());
+        for (auto& item : v) {
             if (!item.is_string())
                 return make_error(errc::bad_envelope, fmt::format("envelope: '{}' must hold only strings", field));
-            out.push_back(item.get<std::string>());
+            out.push_back(std::move(item.get_ref<std::string&>()));
         }
         return out;
     }
@@ -52,14 +57,16 @@ std::string url_decode(std::string_view text) {
     return out;
 }
 
-result<envelope> parse_envelope(std::string_view text) {
-    nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded()) return make_error(errc::bad_envelope, "envelope: not valid JSON");
+result<envelope> parse_envelope(std::string_view text, envelope_limits const& limits) {
+    auto parsed = parse_json(text, limits.max_depth);
+    if (!parsed) return make_error(errc::bad_envelope, fmt::format("envelope: {}", parsed.error().message));
+    auto& doc = *parsed;
     if (!doc.is_object()) return make_error(errc::bad_envelope, "envelope: not a JSON object");
 
-    nlohmann::json const* fields[5] = {};
+    // Pointers into `doc`, whose values are moved into the envelope: a client's value is never copied.
+    nlohmann::json* fields[5] = {};
     static constexpr std::string_view names[5] = {"message", "path", "clientId", "group", "direct"};
-    for (auto const& [key, value] : doc.items()) {
+    for (auto& [key, value] : doc.items()) {
         for (std::size_t i = 0; i < 5; ++i) {
             if (!iequals(key, names[i])) continue;
             if (fields[i])
@@ -67,24 +74,24 @@ result<envelope> parse_envelope(std::string_view text) {
             fields[i] = &value;
         }
     }
-    auto const* message = fields[0];
+    auto* message = fields[0];
     if (!message || message->is_null()) return make_error(errc::bad_envelope, "envelope: no 'message'");
     if (message->is_string() && message->get_ref<std::string const&>().empty())
         return make_error(errc::bad_envelope, "envelope: 'message' is empty");
 
     envelope env;
-    env.message = *message;
+    env.message = std::move(*message);
     if (auto const* p = fields[1]; p && !p->is_null()) {
         if (!p->is_string()) return make_error(errc::bad_envelope, "envelope: 'path' must be a string");
         if (!p->get_ref<std::string const&>().empty()) env.path = url_decode(p->get_ref<std::string const&>());
     }
     if (fields[2]) {
-        auto ids = string_or_array(*fields[2], "clientId");
+        auto ids = string_or_array(*fields[2], "clientId", limits.max_client_ids);
         if (!ids) return ids.error();
         env.client_ids = std::move(*ids);
     }
     if (fields[3]) {
-        auto groups = string_or_array(*fields[3], "group");
+        auto groups = string_or_array(*fields[3], "group", limits.max_groups);
         if (!groups) return groups.error();
         env.groups = std::move(*groups);
     }

@@ -238,7 +238,7 @@ void command_handlers::start_route(std::size_t index) {
                                        r.child->pid()));
 }
 
-void command_handlers::on_message(connection_ptr const& sender, std::string_view socket_path, envelope const& env) {
+void command_handlers::on_message(connection_ptr const& sender, std::string_view socket_path, envelope env) {
     json event = {{"event", "message"},
                   {"id", 0},
                   {"ts", rfc3339_now()},
@@ -247,7 +247,7 @@ void command_handlers::on_message(connection_ptr const& sender, std::string_view
                   {"clientId", sender->info().client_id},
                   {"path", socket_path},
                   {"data",
-                   {{"message", env.message},
+                   {{"message", std::move(env.message)},
                     {"path", env.path ? json(*env.path) : json(nullptr)},
                     {"clientId", ids_json(env.client_ids)},
                     {"group", ids_json(env.groups)},
@@ -292,8 +292,10 @@ void command_handlers::on_action(std::size_t index, std::string const& line, boo
     };
     if (truncated) return bad("longer than the output limit");
     if (line.find_first_not_of(" \t") == std::string::npos) return;  // blank lines are not actions
-    json action = json::parse(line, nullptr, false);
-    if (action.is_discarded() || !action.is_object()) return bad("not a JSON object");
+    auto parsed = parse_json(line, options_.max_json_depth);
+    if (!parsed) return bad(parsed.error().message);
+    json& action = *parsed;
+    if (!action.is_object()) return bad("not a JSON object");
     bool known = false;
 
     if (auto it = action.find("send"); it != action.end()) {

@@ -6,6 +6,7 @@
 #include "child_process.hpp"
 
 #include <wsig/envelope.hpp>
+#include <wsig/json.hpp>
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
 #include <wsig/units.hpp>
@@ -40,6 +41,7 @@ struct handler_options {
     // a command that stops reading never blocks the server or grows its memory without bound.
     std::size_t max_queue = 1024 * 1024;
     std::size_t max_output_line = 1024 * 1024;  // longest action line or schedule output kept
+    std::size_t max_json_depth = default_max_json_depth;  // nesting of an action line (--max-json-depth)
     // Hooks: at most this many run at once; later events wait in a queue of max_pending_hooks,
     // and beyond it they are dropped and counted (a flood of connections cannot fork-bomb the host).
     std::size_t max_running_hooks = 16;
@@ -65,8 +67,8 @@ public:
 
     // True when client messages on sockets of `socket_path` go to a signal route (no default routing then).
     bool routes(std::string_view socket_path) const;
-    // A client message on a signal-route socket; thread-safe.
-    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope const& env);
+    // A client message on a signal-route socket; thread-safe. Its message value is moved into the event.
+    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope env);
 
     // Connection events (every cause for disconnect); thread-safe. `reason` says why it ended.
     void on_connect(connection_info const& info);

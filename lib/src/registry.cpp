@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_set>
 
 namespace wsig {
 
@@ -15,22 +16,46 @@ result<scope> parse_scope(std::string_view text) {
     return make_error(errc::invalid_argument, fmt::format("scope '{}' is not 'global' or 'local'", text));
 }
 
+namespace {
+
+unsigned char ascii_lower(char c) noexcept {
+    auto u = static_cast<unsigned char>(c);
+    return (u >= 'A' && u <= 'Z') ? static_cast<unsigned char>(u + 32) : u;
+}
+
+}  // namespace
+
 bool iequals(std::string_view a, std::string_view b) noexcept {
-    auto lower = [](unsigned char c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; };
     return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [&](char x, char y) {
-               return lower(static_cast<unsigned char>(x)) == lower(static_cast<unsigned char>(y));
-           });
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
 }
 
 namespace {
 
-bool group_matches(std::string_view group, std::vector<std::string> const& groups) {
-    if (groups.empty()) return true;
-    return std::any_of(groups.begin(), groups.end(), [&](auto const& g) { return iequals(g, group); });
-}
+struct ihash {
+    std::size_t operator()(std::string_view s) const noexcept {
+        std::size_t h = 14695981039346656037ull;  // FNV-1a over the lower-cased bytes
+        for (char c : s) h = (h ^ ascii_lower(c)) * 1099511628211ull;
+        return h;
+    }
+};
+struct iequal_to {
+    bool operator()(std::string_view a, std::string_view b) const noexcept { return iequals(a, b); }
+};
 
 }  // namespace
+
+// The groups of a target, matched case-insensitively through a hashed set built before the
+// registry's lock is taken: a send naming many groups costs one lookup per connection, never
+// connections x groups comparisons under the lock. Views into the target, which outlives it.
+class registry::group_filter {
+public:
+    explicit group_filter(std::vector<std::string> const& groups) : set_(groups.begin(), groups.end()) {}
+    bool matches(std::string_view group) const { return set_.empty() || set_.contains(group); }
+
+private:
+    std::unordered_set<std::string_view, ihash, iequal_to> set_;
+};
 
 connection_ptr registry::add(connection_ptr const& c) {
     auto const& info = c->info();
@@ -76,22 +101,23 @@ void registry::drop_cached_lists() {
 
 connection_ptr registry::find(std::string_view name, std::string_view client_id,
                               std::vector<std::string> const& groups) const {
+    group_filter const filter(groups);
     std::shared_lock lock(mutex_);
     auto by = by_name_.find(name);
     if (by == by_name_.end()) return nullptr;
     auto const& clients = by->second.clients;
     auto it = clients.find(std::string(client_id));
     if (it == clients.end() || it->second.scope != scope::global) return nullptr;
-    if (!group_matches(it->second.group, groups)) return nullptr;
+    if (!filter.matches(it->second.group)) return nullptr;
     return it->second.conn.lock();
 }
 
 template <class F>
-void registry::visit(target const& t, bool globals_only, F&& f) const {
+void registry::visit(target const& t, group_filter const& groups, bool globals_only, F&& f) const {
     auto visit_clients = [&](client_map const& cs) {
         auto take = [&](entry const& e) {
             if (globals_only && e.scope != scope::global) return;
-            if (!group_matches(e.group, t.groups)) return;
+            if (!groups.matches(e.group)) return;
             if (auto c = e.conn.lock()) f(std::move(c));
         };
         if (t.client_ids.empty()) {
@@ -113,9 +139,10 @@ recipients registry::select(target const& t) const {
     // The common broadcast, to everyone of one Name: the cached list.
     if (t.names.size() == 1 && t.groups.empty() && t.client_ids.empty()) return whole_name(t.names.front());
     recipients::list out;
+    group_filter const groups(t.groups);
     std::shared_lock lock(mutex_);
     out.reserve(t.client_ids.empty() ? size_ : t.client_ids.size());
-    visit(t, true, [&](connection_ptr c) { out.push_back(std::move(c)); });
+    visit(t, groups, true, [&](connection_ptr c) { out.push_back(std::move(c)); });
     lock.unlock();
     // A Name or ClientId listed twice must not deliver twice.
     if (t.names.size() > 1 || t.client_ids.size() > 1) {
@@ -145,8 +172,9 @@ recipients registry::whole_name(std::string_view name) const {
 
 std::vector<connection_ptr> registry::list(target const& t) const {
     std::vector<connection_ptr> out;
+    group_filter const groups(t.groups);
     std::shared_lock lock(mutex_);
-    visit(t, false, [&](connection_ptr c) { out.push_back(std::move(c)); });
+    visit(t, groups, false, [&](connection_ptr c) { out.push_back(std::move(c)); });
     return out;
 }
 

@@ -160,6 +160,34 @@ std::vector<std::shared_ptr<live_session>> server_state::live_sessions() {
     return out;
 }
 
+// Over the budget: the sessions already closing will give back what they hold; of the others, those
+// holding the most (the clients furthest behind, or a huge message being received) are shed first,
+// until what stays is within the budget. Each shed session is logged once (it is closing after).
+void server_state::enforce_budget() {
+    std::unique_lock lock(budget_mutex, std::try_to_lock);
+    if (!lock) return;  // another thread is shedding now
+    auto const budget = opts.max_queued_total;
+    std::uint64_t staying = held_bytes.load(std::memory_order_relaxed);
+    if (staying <= budget) return;
+    std::vector<std::pair<std::size_t, std::shared_ptr<live_session>>> candidates;
+    for (auto& s : live_sessions()) {
+        auto h = s->held();
+        if (h.releasing) staying -= std::min<std::uint64_t>(staying, h.bytes);
+        else if (h.bytes > 0) candidates.emplace_back(h.bytes, std::move(s));
+    }
+    std::sort(candidates.begin(), candidates.end(), [](auto const& a, auto const& b) { return a.first > b.first; });
+    for (auto const& [bytes, s] : candidates) {
+        if (staying <= budget) break;
+        staying -= std::min<std::uint64_t>(staying, bytes);
+        ++stats.budget_closes;
+        log.log(severity::warning, fmt::format("memory budget: closing {} ({}, {} bytes held): {} bytes held in all, "
+                                               "--max-queued-total is {}",
+                                               s->info().remote, redact_id(s->info().client_id), bytes,
+                                               held_bytes.load(std::memory_order_relaxed), budget));
+        s->shed();
+    }
+}
+
 std::string peer_ip(tcp::endpoint const& ep) {
     auto a = ep.address();
     if (a.is_v6() && a.to_v6().is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6()).to_string();
@@ -440,6 +468,10 @@ std::string metrics_text(server_state& st) {
     counter("wsig_bytes_received_total", "Payload bytes received from clients.", m.bytes_received.load());
     counter("wsig_bytes_sent_total", "Bytes written to clients (frames).", m.bytes_sent.load());
     counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy.", m.messages_dropped.load());
+    counter("wsig_budget_closes_total", "Connections closed to keep within --max-queued-total.", m.budget_closes.load());
+    out += fmt::format("# HELP wsig_held_bytes Bytes held for clients: send queues and messages being received.\n"
+                       "# TYPE wsig_held_bytes gauge\nwsig_held_bytes {}\n",
+                       st.held_bytes.load(std::memory_order_relaxed));
     std::lock_guard lock(m.mutex);
     out += "# HELP wsig_closes_total WebSocket connections ended, by close code.\n# TYPE wsig_closes_total counter\n";
     for (auto const& [code, n] : m.closes) out += fmt::format("wsig_closes_total{{code=\"{}\"}} {}\n", code, n);
@@ -692,7 +724,7 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
         return;
     }
     auto const& from = sender.info();
-    auto env = parse_envelope(data);
+    auto env = parse_envelope(data, envelope_limits{.max_depth = st.opts.max_json_depth});
     if (!env) {
         st.log.log(severity::warning, fmt::format("dropped a message from {} ({} {}): {}", from.remote, from.name,
                                                   redact_id(from.client_id), env.error().message));
@@ -700,7 +732,7 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
     }
     // A signal route takes every message of its sockets: nothing is auto-routed (Pode's rule).
     if (st.handlers && st.handlers->routes(from.path)) {
-        st.handlers->on_message(sender.self(), from.path, *env);
+        st.handlers->on_message(sender.self(), from.path, std::move(*env));
         return;
     }
     if (kind == session_kind::demo && !env->direct && env->message.is_string() &&
@@ -941,7 +973,8 @@ int run_server(server_options options) {
             ioc.get_executor(), st.reg, o.levels,
             handler_options{.signal_routes = o.signal_routes, .on_connect = o.on_connect,
                             .on_disconnect = o.on_disconnect, .schedules = o.schedules,
-                            .max_queue = o.send_queue, .max_output_line = o.max_message_size},
+                            .max_queue = o.send_queue, .max_output_line = o.max_message_size,
+                            .max_json_depth = o.max_json_depth},
             handler_logger_for(st));
         st.handlers->start();
     }

@@ -247,6 +247,7 @@ public:
     ~ws_session() override {
         st_.reg.remove(*this);
         st_.remove_live(this);
+        st_.release(reserved_ + receiving_bytes_);
     }
 
     // Registers the connection (before the 101 is written), then answers the handshake.
@@ -276,36 +277,49 @@ public:
     connection_info const& info() const noexcept override { return info_; }
     connection_ptr self() override { return this->shared_from_this(); }
 
+    // Queues `m` for the end of the loop's round. Only what the client is behind counts against
+    // --send-queue: the bytes the kernel refused of the write in flight, and what was queued since.
+    // What a round queues for a client that keeps up is not held against it (a burst of small
+    // messages for a fast reader): on its loop it is written as soon as it passes early_flush_bytes.
     void send(message_ptr const& m) override {
+        auto const size = m->frame().size();
+        std::size_t reserve = 0;
+        bool mark = false, flush_here = false;
         {
             std::lock_guard lock(mutex_);
             if (closing_) return;
-            auto size = m->frame().size();
-            if (queued_bytes_ > 0 && queued_bytes_ + size > st_.opts.send_queue) {
+            if (in_flight_ && refused_ + pending_.bytes() + size > st_.opts.send_queue) {
                 ++st_.stats.messages_dropped;
                 if (st_.opts.slow_client == slow_client_policy::drop) return;
-                // close: what is not yet being written goes; the close follows what is in flight.
-                st_.stats.messages_dropped += pending_.messages();
-                queued_bytes_ -= pending_.bytes();
-                pending_.clear();
-                closing_ = true;
-                net::post(ws_.get_executor(), [self = this->shared_from_this()] {
-                    self->st_.log.log(severity::warning, fmt::format("closing slow client {} ({}): send queue full",
-                                                                     redact_id(self->info_.client_id), self->info_.remote));
-                    self->do_close(1008, "too slow");
-                });
+                drop_pending_and_close_locked(1008, "too slow", "send queue full");
                 return;
             }
             pending_.push(m);
             queued_bytes_ += size;
-            if (flush_scheduled_) return;
-            flush_scheduled_ = true;
+            reserve = reserve_locked();
+            flush_here = !in_flight_ && pending_.bytes() >= early_flush_bytes && loop_.running_here();
+            mark = !std::exchange(flush_scheduled_, true);
         }
+        if (reserve) st_.hold(reserve);
         // Written at the end of the loop's round, together with whatever else arrives in it.
-        if (loop_.running_here())
-            loop_.mark_dirty(this->shared_from_this());
-        else
-            net::post(ws_.get_executor(), [self = this->shared_from_this()] { self->loop_.mark_dirty(self); });
+        if (mark) {
+            if (loop_.running_here())
+                loop_.mark_dirty(this->shared_from_this());
+            else
+                net::post(ws_.get_executor(), [self = this->shared_from_this()] { self->loop_.mark_dirty(self); });
+        }
+        if (flush_here) do_flush();
+    }
+
+    holding held() override {
+        std::lock_guard lock(mutex_);
+        return {queued_bytes_ + receiving_bytes_, closing_};
+    }
+
+    void shed() override {
+        std::lock_guard lock(mutex_);
+        if (closing_) return;
+        drop_pending_and_close_locked(1008, "server memory budget", "memory budget");
     }
 
     // flushable: the loop's end-of-round write.
@@ -368,6 +382,55 @@ public:
 private:
     auto& sock() noexcept { return tcp_socket(ws_.next_layer().next_layer()); }
 
+    // A round's queue is written before it grows past this, even before the round ends: 64 KiB is
+    // what a loopback socket's send buffer takes at once, and the most the round can hold back.
+    static constexpr std::size_t early_flush_bytes = 64 * 1024;
+
+    // Under mutex_: the memory budget (server_state::hold) covers the queue in whole blocks; the
+    // blocks to add now. release_reserve_locked gives back what the drained queue no longer needs.
+    std::size_t reserve_locked() {
+        if (queued_bytes_ <= reserved_) return 0;
+        auto const block = server_state::budget_block;
+        auto const add = (queued_bytes_ - reserved_ + block - 1) / block * block;
+        reserved_ += add;
+        return add;
+    }
+    std::size_t release_reserve_locked() {
+        auto const block = server_state::budget_block;
+        auto const keep = (queued_bytes_ + block - 1) / block * block;
+        if (keep >= reserved_) return 0;
+        auto const give = reserved_ - keep;
+        reserved_ = keep;
+        return give;
+    }
+
+    // Under mutex_: what is not yet being written goes (counted as dropped); the close follows what
+    // is in flight. Nothing is sent after it.
+    void drop_pending_and_close_locked(std::uint16_t code, char const* reason, char const* why) {
+        st_.stats.messages_dropped += pending_.messages();
+        queued_bytes_ -= pending_.bytes();
+        pending_.clear();
+        if (auto give = release_reserve_locked()) st_.release(give);
+        closing_ = true;
+        net::post(ws_.get_executor(), [self = this->shared_from_this(), code, reason, why] {
+            self->st_.log.log(severity::warning, fmt::format("closing slow client {} ({}): {}", self->info_.remote,
+                                                             redact_id(self->info_.client_id), why));
+            self->do_close(code, reason);
+        });
+    }
+
+    // The buffer of a message still being received counts against the memory budget.
+    void set_receiving(std::size_t bytes) {
+        if (bytes == receiving_bytes_) return;  // written only on this thread: read here without the lock
+        std::size_t before;
+        {
+            std::lock_guard lock(mutex_);
+            before = std::exchange(receiving_bytes_, bytes);
+        }
+        if (bytes > before) st_.hold(bytes - before);
+        else if (before > bytes) st_.release(before - bytes);
+    }
+
     void fail(error_code ec, char const* stage) {
         if (expected_ending(ec)) {
             st_.log.log(severity::debug, fmt::format("{} {}: {} ({})", info_.remote, info_.path, stage, ec.message()));
@@ -407,12 +470,18 @@ private:
         do_read();
     }
 
+    // Piece by piece, at most 64 KiB a piece, so that the buffer of a message being received grows
+    // only as its bytes arrive (a frame header announcing 16 MiB allocates nothing yet) and is
+    // counted against the memory budget while it grows. A small message completes in one piece.
     void do_read() {
-        ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
+        constexpr std::size_t piece_limit = 64 * 1024;
+        ws_.async_read_some(buffer_, piece_limit,
+                            beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
     }
 
     void on_read(error_code ec, std::size_t n) {
         if (ec) {
+            set_receiving(0);
             unsigned code = 1006;
             if (ec == websocket::error::closed) code = ws_.reason().code;
             else if (ec == websocket::error::message_too_big) code = 1009;
@@ -424,8 +493,15 @@ private:
             return;
         }
         activity_ = true;
-        ++st_.stats.messages_received;
         st_.stats.bytes_received += n;
+        if (!ws_.is_message_done()) {
+            if (close_requested_) buffer_.consume(buffer_.size());  // closing: the rest of it is not wanted
+            set_receiving(buffer_.capacity());
+            do_read();
+            return;
+        }
+        set_receiving(0);
+        ++st_.stats.messages_received;
         auto data = buffer_.cdata();
         std::string_view text(static_cast<char const*>(data.data()), data.size());
         if (local_) local_->on_client_message(text);  // a local route's messages go to its process only
@@ -484,6 +560,11 @@ private:
                 complete_write(ec);
                 return false;
             }
+            {
+                std::lock_guard lock(mutex_);
+                in_flight_ = true;
+                refused_ = total - n;
+            }
             // Skip what the kernel took; the rest goes asynchronously.
             auto it = buffers_.begin();
             while (n >= it->size()) {
@@ -492,6 +573,12 @@ private:
             }
             *it += n;
             buffers_.erase(buffers_.begin(), it);
+        } else {
+            // TLS writes are asynchronous: what the kernel refused is not known, so only what is
+            // queued behind the write in flight counts against --send-queue.
+            std::lock_guard lock(mutex_);
+            in_flight_ = true;
+            refused_ = 0;
         }
         gate.raw_busy = true;
         net::async_write(gate.next_layer(), buffers_,
@@ -504,11 +591,16 @@ private:
         auto const bytes = writing_.bytes();
         auto const count = writing_.messages();
         writing_.clear();  // the frames are released only now that the socket is done with them
+        std::size_t give;
         {
             std::lock_guard lock(mutex_);
             queued_bytes_ -= bytes;
+            in_flight_ = false;
+            refused_ = 0;
+            give = release_reserve_locked();
             pending_.adopt_spare(writing_);
         }
+        if (give) st_.release(give);
         if (ec) {
             fail(ec, "write");
             error_code ignored;
@@ -611,9 +703,13 @@ private:
     // Shared with other threads (send/close), under mutex_.
     std::mutex mutex_;
     send_queue pending_;
-    std::size_t queued_bytes_ = 0;  // pending plus in flight
-    bool flush_scheduled_ = false;  // marked dirty on the loop (or on its way there)
-    bool closing_ = false;          // no more sends accepted
+    std::size_t queued_bytes_ = 0;     // pending plus in flight
+    std::size_t reserved_ = 0;         // of the memory budget, for queued_bytes_ (whole blocks)
+    std::size_t receiving_bytes_ = 0;  // of a message not yet complete, also in the budget
+    std::size_t refused_ = 0;          // of the write in flight, what the kernel did not take at once
+    bool in_flight_ = false;           // an asynchronous write is in flight
+    bool flush_scheduled_ = false;     // marked dirty on the loop (or on its way there)
+    bool closing_ = false;             // no more sends accepted
 
     // Only on the session's loop.
     send_queue writing_;                      // in flight: kept alive until the write completes

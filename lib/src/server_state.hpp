@@ -57,7 +57,7 @@ std::string redact_id(std::string_view id);
 
 struct metrics {
     std::atomic<std::uint64_t> messages_received{0}, messages_sent{0}, bytes_received{0}, bytes_sent{0},
-        messages_dropped{0};
+        messages_dropped{0}, budget_closes{0};
     std::mutex mutex;
     std::map<unsigned, std::uint64_t> closes;         // close code -> count
     std::map<unsigned, std::uint64_t> push_requests;  // HTTP status -> count
@@ -74,12 +74,21 @@ struct metrics {
 
 enum class session_kind { signal, echo, demo };
 
-// What a live WebSocket session offers beyond the registry's interface: a hard stop for shutdown.
+// What a live WebSocket session offers beyond the registry's interface: a hard stop for shutdown,
+// and what the memory budget needs to know of it.
 class live_session : public connection {
 public:
     virtual connection_ptr self() = 0;  // this session as the registry holds it
     virtual void abort() = 0;           // thread-safe: closes the socket now
     virtual void release_parked() = 0;  // only after the event loop stopped
+
+    struct holding {
+        std::size_t bytes = 0;   // its send queue (queued and in flight) and the message it is receiving
+        bool releasing = false;  // closing: what it holds goes soon, whatever happens
+    };
+    virtual holding held() = 0;  // thread-safe
+    // Thread-safe: drops what it has queued and closes with 1008, to bring the memory budget back.
+    virtual void shed() = 0;
 };
 
 struct server_state {
@@ -94,6 +103,19 @@ struct server_state {
 
     std::mutex live_mutex;
     std::unordered_map<live_session const*, std::weak_ptr<live_session>> live;
+
+    // The memory budget (--max-queued-total): bytes held for all sessions together. A session
+    // reserves it in blocks (budget_block) as its queue grows and gives it back as it drains, so a
+    // small broadcast costs one atomic update per recipient and round, not one per frame.
+    static constexpr std::size_t budget_block = 4096;
+    std::atomic<std::uint64_t> held_bytes{0};
+    std::mutex budget_mutex;  // one shedding at a time
+    // Adds `n` to what is held; past the budget the sessions holding the most are shed.
+    void hold(std::size_t n) {
+        if (held_bytes.fetch_add(n, std::memory_order_relaxed) + n > opts.max_queued_total) enforce_budget();
+    }
+    void release(std::size_t n) { held_bytes.fetch_sub(n, std::memory_order_relaxed); }
+    void enforce_budget();
 
     std::filesystem::path static_root;  // canonical --static directory
 

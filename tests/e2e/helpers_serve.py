@@ -612,15 +612,6 @@ def sanitized_build(binary):
     return any(lib in out for lib in ("libasan", "libtsan", "libubsan", "liblsan"))
 
 
-def rss_kib(pid):
-    """The resident set of a process in KiB (VmRSS of /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def read_response(sock, timeout=DEADLINE):
     """One whole HTTP response (head + Content-Length body) from a socket: (Handshake, body)."""
     deadline = time.monotonic() + timeout
@@ -640,6 +631,15 @@ def read_response(sock, timeout=DEADLINE):
 def healthy(port, tls=None):
     r = http(port, "GET", "/healthz", tls=tls)
     return r.status == 200 and r.body.strip() == b"ok"
+
+
+def rss_kib(pid):
+    """The resident set of process `pid`, in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 def metric_value(text, name, labels=None):

@@ -139,7 +139,24 @@ def test_malformed_action_lines_are_skipped_and_logged(serve, bot):
     assert a.recv() == "still here"
     assert s.stop() == 0
     err = s.stderr_text()
-    assert "not a JSON object" in err and "no send, reply or close" in err and "send needs" in err
+    assert "not valid JSON" in err and "no send, reply or close" in err and "send needs" in err
+
+
+def test_an_action_line_nested_past_the_depth_limit_is_skipped_and_the_next_one_runs(serve, bot):
+    # a handler that echoes client data into its actions must not hand the server a value that
+    # overflows its stack when copied or dumped: 100,000 levels are refused while parsing
+    cmd, env, _ = bot
+    s = serve("--route", "/chat=Chat", "--signal-route", f"/chat={cmd}", env=env)
+    a = Peer(s.ws_url + "/chat")
+    depth = 100_000
+    a.send_env({"raw": '{"send":{"name":"Chat","data":' + "[" * depth + "]" * depth + "}}"})
+    # the action object and its "send" are levels 1 and 2: data 62 deep is the deepest allowed
+    a.send_env({"raw": '{"send":{"name":"Chat","data":' + "[" * 62 + "]" * 62 + "}}"})
+    a.send_env("reply:still here")
+    assert a.recv() == "[" * 62 + "]" * 62
+    assert a.recv() == "still here"
+    assert s.stop() == 0
+    assert "action line skipped: JSON nested deeper than 64 levels" in s.stderr_text()
 
 
 def test_a_crashing_handler_is_restarted_and_reported(serve, bot):

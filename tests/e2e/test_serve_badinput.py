@@ -9,8 +9,8 @@ import time
 import pytest
 
 from conftest import WSIG, run_wsig
-from helpers_serve import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, WSClosed,
-                           connections, envelope, frame, healthy, http, metric_value, push, raw_http, rss_kib,
+from helpers_serve import (OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, WSClosed, connections,
+                           envelope, frame, healthy, http, metric_value, push, raw_http, rss_kib,
                            sanitized_build, sync_self, text_frame, wait_connections)
 
 ROUTES = ["--route", "/chat=Chat", "--route", "/news=News"]

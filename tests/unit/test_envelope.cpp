@@ -2,6 +2,9 @@
 #include "catch.hpp"
 
 #include <wsig/envelope.hpp>
+#include <wsig/json.hpp>
+
+#include <fmt/format.h>
 
 TEST_CASE("envelope: all fields parse") {
     auto env = wsig::parse_envelope(
@@ -69,4 +72,61 @@ TEST_CASE("envelope: make_envelope writes message first and omits what is unset"
     auto round = wsig::parse_envelope(wsig::make_envelope("x", std::string("P"), {"a", "b"}, {"g"}, false));
     REQUIRE(round.has_value());
     CHECK(round->client_ids == std::vector<std::string>{"a", "b"});
+}
+
+namespace {
+std::string nested(std::size_t depth, std::string_view inner = "1") {
+    return std::string(depth, '[') + std::string(inner) + std::string(depth, ']');
+}
+}  // namespace
+
+TEST_CASE("json: nesting up to the limit parses, one level more is refused while parsing") {
+    REQUIRE(wsig::parse_json(nested(64)).has_value());
+    auto deep = wsig::parse_json(nested(65));
+    REQUIRE_FALSE(deep.has_value());
+    CHECK(deep.error().message == "JSON nested deeper than 64 levels");
+    CHECK(wsig::parse_json(nested(3), 3).has_value());
+    CHECK_FALSE(wsig::parse_json(R"({"a":{"b":{"c":1}}})", 2).has_value());
+    CHECK(wsig::parse_json("{\"a\":").error().message == "not valid JSON");
+    CHECK(wsig::parse_json("1 2").error().message == "not valid JSON");  // one value, nothing after it
+}
+
+TEST_CASE("json: a value 100,000 deep (the crash of issue 13) is refused without recursion") {
+    auto text = "{\"message\":" + nested(100000) + "}";
+    auto env = wsig::parse_envelope(text);
+    REQUIRE_FALSE(env.has_value());
+    CHECK(env.error().message == "envelope: JSON nested deeper than 64 levels");
+    // The same text never gets built unbounded either way: a deep but unclosed prefix is refused too.
+    CHECK_FALSE(wsig::parse_envelope("{\"message\":" + std::string(500000, '[')).has_value());
+}
+
+TEST_CASE("envelope: the depth limit counts the envelope itself") {
+    CHECK(wsig::parse_envelope("{\"message\":" + nested(63) + "}").has_value());
+    CHECK_FALSE(wsig::parse_envelope("{\"message\":" + nested(64) + "}").has_value());
+    CHECK(wsig::parse_envelope("{\"message\":" + nested(100) + "}", {.max_depth = 101}).has_value());
+}
+
+TEST_CASE("envelope: at most 256 groups and 256 client IDs") {
+    auto list = [](std::size_t n) {
+        nlohmann::json a = nlohmann::json::array();
+        for (std::size_t i = 0; i < n; ++i) a.push_back("g" + std::to_string(i));
+        return a.dump();
+    };
+    auto with = [&](char const* field, std::size_t n) {
+        return wsig::parse_envelope(fmt::format(R"({{"message":"m","{}":{}}})", field, list(n)));
+    };
+    REQUIRE(with("group", 256).has_value());
+    CHECK(with("group", 256)->groups.size() == 256);
+    CHECK(with("group", 257).error().message == "envelope: 'group' holds 257 entries, more than 256");
+    REQUIRE(with("clientId", 256).has_value());
+    CHECK(with("clientId", 257).error().message == "envelope: 'clientId' holds 257 entries, more than 256");
+    CHECK(wsig::parse_envelope(R"({"message":"m","group":["a","b"]})", {.max_groups = 1}).error().message ==
+          "envelope: 'group' holds 2 entries, more than 1");
+}
+
+TEST_CASE("envelope: the message value is moved out, whole") {
+    auto env = wsig::parse_envelope(R"({"message":{"a":[1,{"b":"c"}]},"group":["x","y"]})");
+    REQUIRE(env.has_value());
+    CHECK(env->message == nlohmann::json::parse(R"({"a":[1,{"b":"c"}]})"));
+    CHECK(env->groups == std::vector<std::string>{"x", "y"});
 }

@@ -139,6 +139,24 @@ TEST_CASE("registry: select by names, groups (case-insensitive) and client IDs")
     CHECK(reg.find("Msg", "a", {"blue"}) == nullptr);
 }
 
+TEST_CASE("registry: a send naming many groups matches each connection's group case-insensitively") {
+    wsig::registry reg;
+    std::vector<std::shared_ptr<fake_connection>> keep;
+    for (int i = 0; i < 200; ++i) keep.push_back(make("Msg", "c" + std::to_string(i), "Group" + std::to_string(i)));
+    keep.push_back(make("Msg", "none"));
+    for (auto& c : keep) reg.add(c);
+    wsig::target t{.names = {"Msg"}};
+    for (int i = 0; i < 256; ++i) t.groups.push_back("GROUP" + std::to_string(i * 2));  // the even ones, and 200 absent
+    auto got = reg.select(t);
+    CHECK(got.size() == 100);
+    CHECK(std::all_of(got.begin(), got.end(), [](auto const& c) {
+        return std::stoi(c->info().group.substr(5)) % 2 == 0;
+    }));
+    CHECK(reg.list({.groups = {"group7", "GrOuP9"}}).size() == 2);
+    CHECK(reg.find("Msg", "c7", {"x", "GROUP7"}) != nullptr);
+    CHECK(reg.find("Msg", "none", {"x"}) == nullptr);  // no group matches no listed group
+}
+
 TEST_CASE("broadcast levels: name allows all, group needs a group or client ID, clientid needs a client ID") {
     wsig::broadcast_levels levels;
     CHECK(levels.check("Msg", false, false));

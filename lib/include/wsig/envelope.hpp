@@ -2,6 +2,7 @@
 #pragma once
 
 #include <wsig/error.hpp>
+#include <wsig/json.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -20,9 +21,17 @@ struct envelope {
     bool direct = false;  // only a JSON `true` sets it
 };
 
+// What a client may put in one envelope. Past a limit the envelope is bad (dropped and logged, the
+// connection stays): a client cannot make one message cost the server more than a bounded amount.
+struct envelope_limits {
+    std::size_t max_depth = default_max_json_depth;  // arrays and objects nested, the envelope included
+    std::size_t max_groups = 256;      // entries of "group"
+    std::size_t max_client_ids = 256;  // entries of "clientId"
+};
+
 // Field names are matched case-insensitively; clientId and group take a string or an array of
 // strings. Never throws: a bad envelope is an error value with a reason fit for a log line.
-result<envelope> parse_envelope(std::string_view text);
+result<envelope> parse_envelope(std::string_view text, envelope_limits const& limits = {});
 
 // What goes on the wire for a message value: a JSON string raw (no quotes), anything else as
 // compact JSON.

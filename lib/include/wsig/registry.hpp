@@ -120,8 +120,9 @@ private:
         mutable std::shared_ptr<recipients::list const> globals;
     };
 
+    class group_filter;
     template <class F>
-    void visit(target const& t, bool globals_only, F&& f) const;
+    void visit(target const& t, group_filter const& groups, bool globals_only, F&& f) const;
     recipients whole_name(std::string_view name) const;
 
     mutable std::shared_mutex mutex_;

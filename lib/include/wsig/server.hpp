@@ -2,6 +2,7 @@
 #pragma once
 
 #include <wsig/error.hpp>
+#include <wsig/json.hpp>
 #include <wsig/registry.hpp>
 #include <wsig/signing.hpp>
 
@@ -68,6 +69,11 @@ struct server_options {
     std::size_t max_connections = 0;    // 0: no limit but the file limit
     std::uint64_t send_queue = 1 << 20; // 1 MiB queued per client before the slow-client policy applies
     slow_client_policy slow_client = slow_client_policy::close;  // never unbounded memory
+    // 256 MiB for every client together: send queues and messages being received (an echo path's
+    // 16 MiB messages included). Past it the clients holding the most go first (closed, or their
+    // queue dropped under --slow-client drop), so a crowd of slow readers cannot exhaust the host.
+    std::uint64_t max_queued_total = 256u << 20;
+    std::size_t max_json_depth = default_max_json_depth;  // envelopes and action lines nested deeper are dropped
     std::chrono::milliseconds ping_interval{30000};  // 30 s: keeps NATs open; dead peers go within ~90 s
     unsigned threads = 0;               // 0: one per core
     std::chrono::milliseconds shutdown_timeout{5000};  // 5 s: enough for well-behaved clients to answer a close
