@@ -285,6 +285,40 @@ void command_handlers::on_message(connection_ptr const& sender, std::string_view
     });
 }
 
+result<signal_action> parse_action_line(std::string_view line, std::size_t max_depth) {
+    auto bad = [](std::string why) { return make_error(errc::invalid_argument, std::move(why)); };
+    auto parsed = parse_json(line, max_depth);
+    if (!parsed) return bad(parsed.error().message);
+    json& action = *parsed;
+    if (!action.is_object()) return bad("not a JSON object");
+    signal_action out;
+    if (auto it = action.find("send"); it != action.end()) {
+        if (!it->is_object() || !it->contains("data") || (*it)["data"].is_null()) return bad("send needs {\"data\":…}");
+        auto t = target_of(*it);
+        if (!t) return bad(fmt::format("send: {}", t.error().message));
+        out.send = signal_action::send_to{std::move(*t), payload_text((*it)["data"])};
+    }
+    if (auto it = action.find("reply"); it != action.end()) {
+        if (it->is_null()) return bad("reply needs data");
+        std::optional<std::uint64_t> id;
+        if (auto idv = action.find("id"); idv != action.end()) {
+            if (!idv->is_number_unsigned()) return bad("id must be an event id");
+            id = idv->get<std::uint64_t>();
+        }
+        out.reply = signal_action::reply_to{payload_text(*it), id};
+    }
+    if (auto it = action.find("close"); it != action.end()) {
+        if (!it->is_object()) return bad("close needs {\"name\":…,\"clientId\":…}");
+        auto t = target_of(*it);
+        if (!t) return bad(fmt::format("close: {}", t.error().message));
+        if (t->names.empty() && t->client_ids.empty() && t->groups.empty())
+            return bad("close needs a name, group or clientId (refusing to close everyone)");
+        out.close = std::move(*t);
+    }
+    if (!out.send && !out.reply && !out.close) return bad("no send, reply or close");
+    return out;
+}
+
 void command_handlers::on_action(std::size_t index, std::string const& line, bool truncated) {
     auto& run = *routes_[index];
     auto bad = [&](std::string_view why) {
@@ -292,49 +326,31 @@ void command_handlers::on_action(std::size_t index, std::string const& line, boo
     };
     if (truncated) return bad("longer than the output limit");
     if (line.find_first_not_of(" \t") == std::string::npos) return;  // blank lines are not actions
-    auto parsed = parse_json(line, options_.max_json_depth);
-    if (!parsed) return bad(parsed.error().message);
-    json& action = *parsed;
-    if (!action.is_object()) return bad("not a JSON object");
-    bool known = false;
-
-    if (auto it = action.find("send"); it != action.end()) {
-        known = true;
-        if (!it->is_object() || !it->contains("data") || (*it)["data"].is_null()) return bad("send needs {\"data\":…}");
-        auto t = target_of(*it);
-        if (!t) return bad(fmt::format("send: {}", t.error().message));
-        auto recipients = resolve_targets(registry_, levels_, *t);
-        if (!recipients) return bad(fmt::format("send refused: {}", recipients.error().message));
-        auto message = frame_for(payload_text((*it)["data"]));
-        for (auto const& c : *recipients) c->send(message);
-    }
-    if (auto it = action.find("reply"); it != action.end()) {
-        known = true;
-        if (it->is_null()) return bad("reply needs data");
-        std::uint64_t id = run.latest;
-        if (auto idv = action.find("id"); idv != action.end()) {
-            if (!idv->is_number_unsigned()) return bad("id must be an event id");
-            id = idv->get<std::uint64_t>();
+    auto action = parse_action_line(line, options_.max_json_depth);
+    if (!action) return bad(action.error().message);
+    if (auto const& send = action->send) {
+        auto recipients = resolve_targets(registry_, levels_, send->to);
+        if (!recipients) {
+            log(handler_log::warning,
+                fmt::format("signal route {}: send refused: {}", run.spec.path, recipients.error().message));
+        } else {
+            auto message = frame_for(send->payload);
+            for (auto const& c : *recipients) c->send(message);
         }
+    }
+    if (auto const& reply = action->reply) {
+        std::uint64_t id = reply->event_id.value_or(run.latest);
         auto sender = run.senders.find(id);
         auto conn = sender == run.senders.end() ? nullptr : sender->second.lock();
         if (!conn) {
             log(handler_log::debug, fmt::format("signal route {}: reply to event {} dropped: its sender is gone",
                                                 run.spec.path, id));
         } else {
-            conn->send(frame_for(payload_text(*it)));
+            conn->send(frame_for(reply->payload));
         }
     }
-    if (auto it = action.find("close"); it != action.end()) {
-        known = true;
-        if (!it->is_object()) return bad("close needs {\"name\":…,\"clientId\":…}");
-        auto t = target_of(*it);
-        if (!t) return bad(fmt::format("close: {}", t.error().message));
-        if (t->names.empty() && t->client_ids.empty() && t->groups.empty())
-            return bad("close needs a name, group or clientId (refusing to close everyone)");
-        for (auto const& c : registry_.select(*t)) c->close(1000, "closed by handler");
-    }
-    if (!known) bad("no send, reply or close");
+    if (auto const& close = action->close)
+        for (auto const& c : registry_.select(*close)) c->close(1000, "closed by handler");
 }
 
 void command_handlers::on_connect(connection_info const& info) {

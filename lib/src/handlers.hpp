@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -50,6 +51,25 @@ struct handler_options {
     std::chrono::milliseconds restart_min{100};     // back-off of a crashing signal-route command
     std::chrono::milliseconds restart_max{10000};
 };
+
+// One action line of a signal-route command, checked whole before any of it runs.
+struct signal_action {
+    struct send_to {
+        target to;
+        std::string payload;  // the data as it goes on the wire (a string raw, anything else as JSON)
+    };
+    struct reply_to {
+        std::string payload;
+        std::optional<std::uint64_t> event_id;  // none: the sender of the latest event
+    };
+    std::optional<send_to> send;
+    std::optional<reply_to> reply;
+    std::optional<target> close;  // never everyone: a name, group or clientId is required
+};
+
+// Parses {"send":{…}}, {"reply":DATA[,"id":N]}, {"close":{…}} (any of them, together); the error
+// says why the line is skipped. Pure: tests/fuzz/fuzz_action_line.cpp runs it on any bytes.
+result<signal_action> parse_action_line(std::string_view line, std::size_t max_depth = default_max_json_depth);
 
 // What the handlers need of the server beyond the registry: the broadcast levels and how a payload
 // becomes a frame are in the core library already; sending uses connection::send.

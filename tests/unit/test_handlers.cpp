@@ -236,3 +236,23 @@ TEST_CASE("handlers: a local process is ended when its client leaves") {
     run_until(io, [] { return false; }, 500ms);
     CHECK(conn->closed == 0);
 }
+
+TEST_CASE("handlers: an action line is checked whole before any of it runs") {
+    using wsig::detail::parse_action_line;
+    auto a = parse_action_line(R"({"send":{"name":"Chat","group":["a","b"],"data":{"n":1}},"reply":"r","id":7})");
+    REQUIRE(a.has_value());
+    REQUIRE(a->send);
+    CHECK(a->send->to.names == std::vector<std::string>{"Chat"});
+    CHECK(a->send->to.groups == std::vector<std::string>{"a", "b"});
+    CHECK(a->send->payload == R"({"n":1})");
+    REQUIRE(a->reply);
+    CHECK(a->reply->payload == "r");
+    CHECK(a->reply->event_id == 7u);
+    CHECK_FALSE(a->close);
+    CHECK(parse_action_line(R"({"close":{}})").error().message ==
+          "close needs a name, group or clientId (refusing to close everyone)");
+    CHECK(parse_action_line(R"({"send":{"data":"x"},"reply":null})").error().message == "reply needs data");
+    CHECK(parse_action_line(R"({"other":1})").error().message == "no send, reply or close");
+    CHECK(parse_action_line("[1]").error().message == "not a JSON object");
+    CHECK(parse_action_line(R"({"send":{"data":[[1]]}})", 3).error().message == "JSON nested deeper than 3 levels");
+}
