@@ -38,6 +38,7 @@ struct serve_options {
     std::string ready_file;
     std::vector<std::string> signal_routes, every;
     std::string on_connect, on_disconnect, static_dir;
+    bool static_dotfiles = false;
 };
 
 [[noreturn]] void usage(std::string const& message) { throw exit_error(to_int(exit_code::usage), message); }
@@ -175,6 +176,7 @@ server_options to_server_options(serve_options const& in) {
             usage(fmt::format("--static '{}' is not a directory", in.static_dir));
         o.static_dir = in.static_dir;
     }
+    o.static_dotfiles = in.static_dotfiles;
     o.demo = o.routes.empty() && o.echo_paths.empty() && !o.auto_upgrade && o.static_dir.empty();
     return o;
 }
@@ -335,6 +337,9 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
     app->add_option("--static", opts->static_dir, "Serve the files of DIR (/ is DIR/index.html), replacing the demo page")
         ->envname("WSIG_STATIC")
         ->type_name("DIR");
+    app->add_flag("--static-dotfiles", opts->static_dotfiles,
+                  "Also serve names starting with '.' under --static (.env, .git/); by default they are 404")
+        ->envname("WSIG_STATIC_DOTFILES");
 
     return {app, [opts] {
                 auto o = to_server_options(*opts);

@@ -46,6 +46,7 @@ complete -c wsig -n '__fish_seen_subcommand_from serve' -l on-connect -r -d 'Run
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l on-disconnect -r -d 'Run CMD per disconnection (every cause), with the event JSON on stdin and WSIG_* variables'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l every -r -d 'DURATION:NAME:CMD: run CMD every DURATION and broadcast its output to NAME (repeatable)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l static -r -F -d 'Serve the files of DIR (/ is DIR/index.html), replacing the demo page'
+complete -c wsig -n '__fish_seen_subcommand_from serve' -l static-dotfiles -d 'Also serve names starting with '\''.'\'' under --static (.env, .git/); by default they are 404'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l client-id -r -d 'http: X-Pode-Signal-Client-Id (the listener to reach); ws: envelope clientId'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l name -r -d 'http: X-Pode-Signal-Name; ws: envelope path when --path is not given'
 complete -c wsig -n '__fish_seen_subcommand_from send' -l group -r -d 'http: X-Pode-Signal-Group (repeatable, joined with '\'','\''); ws: envelope group'

@@ -875,26 +875,52 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
 
 namespace {
 
-// GET/HEAD of a file under --static; everything else there is 405, what is not there 404.
-response serve_static(server_state& st, request const& req) {
+// GET/HEAD of a file under --static; everything else there is 405, what is not there 404. The file
+// is opened here and streamed by the session in bounded chunks (http_session::write_file), so a
+// response costs one chunk of memory whatever the file's size; HEAD and 304 never read it.
+http_reply serve_static(server_state& st, request const& req) {
     auto method = req.method();
     if (method != http::verb::get && method != http::verb::head) {
         auto res = make_response(req, http::status::method_not_allowed, "method not allowed\n");
         res.set(http::field::allow, "GET, HEAD");
         return res;
     }
-    auto file = resolve_static(st.static_root, origin_form(req.target()));
+    auto file = resolve_static(st.static_root, origin_form(req.target()), st.opts.static_dotfiles);
     if (file.status != 200) return make_response(req, http::status::not_found, "not found\n");
-    std::error_code ec;
-    auto size = std::filesystem::file_size(file.path, ec);
-    // Files are read whole into the response: a limit keeps one request from taking the memory.
-    constexpr std::uintmax_t max_static_file = 256u << 20;
-    if (ec || size > max_static_file) return make_response(req, http::status::not_found, "not found\n");
-    std::ifstream in(file.path, std::ios::binary);
-    std::string body(static_cast<std::size_t>(size), '\0');
-    if (!in.read(body.data(), static_cast<std::streamsize>(size)))
-        return make_response(req, http::status::not_found, "not found\n");
-    return make_response(req, http::status::ok, std::move(body), file.content_type);
+    auto opened = open_regular_file(file.path);
+    if (!opened) return make_response(req, http::status::not_found, "not found\n");
+    auto mtime = static_cast<std::time_t>(opened->mtime_ns / 1'000'000'000);
+    auto etag = entity_tag(opened->size, opened->mtime_ns);
+    auto header = [&req](http::field f) -> std::optional<std::string_view> {
+        auto it = req.find(f);
+        if (it == req.end()) return std::nullopt;
+        return it->value();
+    };
+    auto answer = answer_for({.ranges_apply = method == http::verb::get,
+                              .if_none_match = header(http::field::if_none_match),
+                              .if_modified_since = header(http::field::if_modified_since),
+                              .range = header(http::field::range),
+                              .if_range = header(http::field::if_range)},
+                             opened->size, etag, mtime);
+    auto res = answer.status == 416 ? make_response(req, http::status::range_not_satisfiable, "range not satisfiable\n")
+                                    : make_response(req, static_cast<http::status>(answer.status), "", file.content_type);
+    if (answer.status == 416) res.set(http::field::content_range, fmt::format("bytes */{}", opened->size));
+    res.set(http::field::accept_ranges, "bytes");
+    res.set(http::field::etag, etag);
+    res.set(http::field::last_modified, http_date(mtime));
+    if (answer.status == 304 || answer.status == 416) {
+        if (answer.status == 304) {  // no content: no type, and no Content-Length but the 200's (RFC 9110 8.6)
+            res.erase(http::field::content_type);
+            res.erase(http::field::content_length);
+        }
+        return res;
+    }
+    if (answer.status == 206)
+        res.set(http::field::content_range,
+                fmt::format("bytes {}-{}/{}", answer.first, answer.first + answer.length - 1, opened->size));
+    res.content_length(answer.length);
+    if (method == http::verb::head) return res;  // the length a GET would give; the file is not read
+    return {std::move(res), file_part{std::move(opened->fd), answer.first, answer.length}};
 }
 
 }  // namespace
@@ -915,7 +941,7 @@ handler_logger handler_logger_for(server_state& st) {
 
 namespace {
 
-response route_http(server_state& st, request const& req, tcp::endpoint const& remote) {
+http_reply route_http(server_state& st, request const& req, tcp::endpoint const& remote) {
     if (auto r = refuse_host(st, req, remote)) return std::move(*r);
     auto t = parse_target(req.target());
     auto path = t.path;
@@ -972,15 +998,15 @@ response route_http(server_state& st, request const& req, tcp::endpoint const& r
 
 void strip_for_head(request const& req, response& res) {
     if (req.method() != http::verb::head) return;
-    auto length = res.body().size();
+    // make_response set the length a GET would give (serve_static: the file's, with no body here)
+    if (!res.has_content_length() && !res.body().empty()) res.content_length(res.body().size());
     res.body().clear();
-    res.content_length(length);  // what a GET would give
 }
 
-response handle_http(server_state& st, request const& req, tcp::endpoint const& remote) {
-    auto res = route_http(st, req, remote);
-    strip_for_head(req, res);
-    return res;
+http_reply handle_http(server_state& st, request const& req, tcp::endpoint const& remote) {
+    auto reply = route_http(st, req, remote);
+    strip_for_head(req, reply.res);
+    return reply;
 }
 
 void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,

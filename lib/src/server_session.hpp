@@ -23,7 +23,11 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <array>
+#include <cerrno>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -744,6 +748,54 @@ private:
     std::string close_reason_;
 };
 
+// A response body read from a file_part as the serializer asks for it, one chunk at a time: a
+// response holds one chunk of memory whatever the file's size, and each chunk is one pread (from the
+// page cache, a few microseconds) between two socket writes, so the loop runs other work in between.
+struct file_part_body {
+    using value_type = file_part;
+    // 64 KiB: fewer syscalls than Beast's file_body's 4 KiB, and still small beside a socket's buffer
+    static constexpr std::size_t chunk_size = 64 * 1024;
+
+    static std::uint64_t size(value_type const& part) { return part.length; }
+
+    class writer {
+    public:
+        using const_buffers_type = net::const_buffer;
+
+        template <bool isRequest, class Fields>
+        writer(beast::http::header<isRequest, Fields>&, value_type& part)
+            : part_(part), offset_(part.offset), remain_(part.length) {}
+
+        void init(error_code& ec) { ec = {}; }
+
+        boost::optional<std::pair<const_buffers_type, bool>> get(error_code& ec) {
+            ec = {};
+            if (remain_ == 0) return boost::none;
+            if (!buffer_) buffer_ = std::make_unique<char[]>(chunk_size);
+            auto want = static_cast<std::size_t>(std::min<std::uint64_t>(remain_, chunk_size));
+            ssize_t n;
+            do n = ::pread(part_.fd.get(), buffer_.get(), want, static_cast<off_t>(offset_));
+            while (n < 0 && errno == EINTR);
+            if (n < 0) {
+                ec.assign(errno, boost::system::system_category());
+                return boost::none;
+            }
+            if (n == 0) {  // the file shrank after its length was sent: end the connection
+                ec = beast::http::error::short_read;
+                return boost::none;
+            }
+            offset_ += static_cast<std::uint64_t>(n);
+            remain_ -= static_cast<std::uint64_t>(n);
+            return {{const_buffers_type(buffer_.get(), static_cast<std::size_t>(n)), remain_ > 0}};
+        }
+
+    private:
+        value_type& part_;
+        std::uint64_t offset_, remain_;
+        std::unique_ptr<char[]> buffer_;  // allocated at the first chunk: a HEAD-like empty part costs none
+    };
+};
+
 template <class Stream>
 class http_session : public std::enable_shared_from_this<http_session<Stream>> {
 public:
@@ -825,7 +877,9 @@ private:
                 ->run(std::move(req));
             return;
         }
-        write(handle_http(st_, req, remote_), false);
+        auto reply = handle_http(st_, req, remote_);
+        if (reply.file) return write_file(std::move(reply.res), std::move(*reply.file));
+        write(std::move(reply.res), false);
     }
 
     void write(response res, bool close_after) {
@@ -840,6 +894,29 @@ private:
         if (ec) return fail(ec, "write");
         bool close = res_->need_eof();
         res_.reset();
+        if (close) return do_shutdown();
+        do_read();
+    }
+
+    // A file's response: its header (complete, with the length) and the file, one chunk per write.
+    // Each write has its own 30 s bound, so a slow reader of a big file is cut off only when it stops
+    // reading, not after 30 s of download.
+    void write_file(response head, file_part body) {
+        file_res_ = std::make_unique<file_response>(std::move(head), std::move(body));
+        do_write_file();
+    }
+
+    void do_write_file() {
+        lowest().expires_after(std::chrono::seconds(30));
+        beast::http::async_write_some(stream_, file_res_->serializer,
+                                      beast::bind_front_handler(&http_session::on_write_file, this->shared_from_this()));
+    }
+
+    void on_write_file(error_code ec, std::size_t) {
+        if (ec) return fail(ec, "write");
+        if (!file_res_->serializer.is_done()) return do_write_file();
+        bool close = file_res_->message.need_eof();
+        file_res_.reset();  // closes the file
         if (close) return do_shutdown();
         do_read();
     }
@@ -864,6 +941,13 @@ private:
     beast::flat_buffer buffer_;
     std::optional<beast::http::request_parser<beast::http::string_body>> parser_;
     std::optional<response> res_;
+    // The serializer refers to the message: both live in one allocation that does not move.
+    struct file_response {
+        beast::http::response<file_part_body> message;
+        beast::http::serializer<false, file_part_body> serializer{message};
+        file_response(response head, file_part body) : message(std::move(head.base()), std::move(body)) {}
+    };
+    std::unique_ptr<file_response> file_res_;  // only while a file is being written
 };
 
 }  // namespace wsig::detail

@@ -4,6 +4,7 @@
 
 #include "handlers.hpp"
 #include "event_loop.hpp"
+#include "static_files.hpp"
 
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
@@ -19,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -207,9 +209,19 @@ void add_signal_headers_to(Res& res, connection_info const& info) {
     res.set(http::field::server, "wsig");
 }
 
+// What handle_http answers: a complete response, or (a file under --static) a response whose
+// header is complete and whose body is `file`, which the session streams (never read whole).
+struct http_reply {
+    response res;
+    std::optional<file_part> file = {};
+
+    http_reply(response r) : res(std::move(r)) {}  // implicit: most answers are a plain response
+    http_reply(response head, file_part body) : res(std::move(head)), file(std::move(body)) {}
+};
+
 // Every HTTP request that is not an upgrade. The response is complete: its Content-Length is set,
-// and an answer to HEAD has the length a GET would give and no body.
-response handle_http(server_state& st, request const& req, tcp::endpoint const& remote);
+// and an answer to HEAD has the length a GET would give and no body (nor a file to stream).
+http_reply handle_http(server_state& st, request const& req, tcp::endpoint const& remote);
 
 // A response to HEAD keeps its Content-Length and loses its body (a keep-alive client would read the
 // body as the next response).

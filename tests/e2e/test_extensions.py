@@ -1,7 +1,6 @@
 """`wsig serve` extensions through the real binary: signal routes (--signal-route), connect and
-disconnect hooks, local routes (exec=), schedules (--every) and static files (--static).
+disconnect hooks, local routes (exec=) and schedules (--every); static files are in test_serve_static.py.
 Handlers are small Python and shell programs written by the tests."""
-from http.client import HTTPConnection
 import json
 import os
 import pathlib
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from helpers_serve import (OP_TEXT, Peer, RawWS, WSClosed, http, push, raw_http, sync_self, wait_connections,
+from helpers_serve import (OP_TEXT, Peer, RawWS, WSClosed, http, push, sync_self, wait_connections,
                            wait_for)
 
 PY = "/usr/bin/python3"
@@ -304,45 +303,3 @@ def test_bad_extension_flags_exit_2(tmp_path):
         r = run_wsig("serve", "-p", "0", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.strip()
-
-
-@pytest.fixture
-def site(tmp_path):
-    www = tmp_path / "www"
-    (www / "css").mkdir(parents=True)
-    (www / "index.html").write_text("<h1>mine</h1>")
-    (www / "css" / "a.css").write_text("b{}")
-    (tmp_path / "secret.txt").write_text("secret")
-    (www / "out").symlink_to(tmp_path / "secret.txt")
-    return www
-
-
-def test_static_files_replace_the_demo_page(serve, site):
-    s = serve("--static", site, "--route", "/ws=Chat")
-    r = http(s.port, "GET", "/")
-    assert (r.status, r.body, r.headers["content-type"]) == (200, b"<h1>mine</h1>", "text/html; charset=utf-8")
-    r = http(s.port, "GET", "/css/a.css")
-    assert (r.status, r.body, r.headers["content-type"]) == (200, b"b{}", "text/css; charset=utf-8")
-    assert http(s.port, "GET", "/missing.html").status == 404
-    assert http(s.port, "HEAD", "/css/a.css").status == 200
-
-
-def test_head_of_a_static_file_gives_its_length_and_no_body(serve, site):
-    s = serve("--static", site)
-    conn = HTTPConnection("127.0.0.1", s.port, timeout=10)  # keep-alive: one connection
-    conn.request("HEAD", "/css/a.css")
-    r = conn.getresponse()
-    assert (r.status, r.getheader("Content-Length"), r.read()) == (200, "3", b"")
-    conn.request("GET", "/css/a.css")  # read right after: no stray body bytes in between
-    r = conn.getresponse()
-    assert (r.status, r.read()) == (200, b"b{}")
-    conn.close()
-
-
-@pytest.mark.parametrize("target", ["/../secret.txt", "/css/../../secret.txt", "/%2e%2e/secret.txt",
-                                    "/..%2fsecret.txt", "/out"])
-def test_static_traversal_is_refused(serve, site, target):
-    s = serve("--static", site)
-    head, body = raw_http(s.port, f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-    assert head.status == 404, head.raw
-    assert b"secret" not in body

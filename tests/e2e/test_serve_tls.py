@@ -157,3 +157,18 @@ def test_oversized_message_over_tls_closes_1009(serve, certs):
     ws.send_raw(frame(OP_TEXT, envelope("y" * 5000, direct=True)))
     assert ws.expect_close()[0] == 1009
     ws.sock.close()
+
+
+def test_a_static_file_and_a_range_stream_over_https(serve, certs, tmp_path):
+    # the chunked file write path (server_session.hpp: write_file) on the TLS stream
+    www = tmp_path / "www"
+    www.mkdir()
+    data = bytes(range(256)) * (16 << 10)  # 4 MiB: many chunks
+    (www / "big.bin").write_bytes(data)
+    s = serve("--static", www, *tls_args(certs))
+    ctx = client_tls_context(cafile=str(certs / "cert.pem"))
+    r = http(s.port, "GET", "/big.bin", tls=ctx)
+    assert (r.status, len(r.body), r.body == data) == (200, len(data), True)
+    r = http(s.port, "GET", "/big.bin", headers={"Range": "bytes=1000000-1000099"}, tls=ctx)
+    assert (r.status, r.headers["content-range"], r.body) == (206, f"bytes 1000000-1000099/{len(data)}",
+                                                             data[1000000:1000100])

@@ -133,7 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
         req->target("/signal" + (q == std::string::npos ? std::string() : target.substr(q)));
         req->method(http::verb::post);
         f.reset();
-        auto res = wsig::detail::handle_http(*f.st, *req, remote());
+        auto res = wsig::detail::handle_http(*f.st, *req, remote()).res;
         trace(f.label, *req, res.result_int());
         check_response(res, false);
         check_push(f, *req, res);

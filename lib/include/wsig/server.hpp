@@ -92,6 +92,7 @@ struct server_options {
     std::string on_disconnect = {};  // a command per disconnect event, for every cause
     std::vector<schedule_spec> schedules = {};
     std::string static_dir = {};     // files served at /, replacing the demo page
+    bool static_dotfiles = false;    // serve names starting with '.' (.env, .git/) under static_dir: 404 by default
     bool demo = false;                  // the /msg demo with the built-in page (set when nothing else is)
 };
 
