@@ -1,5 +1,5 @@
 // What both clients share without a connection: URL and header parsing, the TLS context,
-// timestamps, base64, and writes to stdout that survive a closed reader.
+// timestamps and base64 (whole writes to stdout: file_io.cpp).
 #include "client_detail.hpp"
 
 #include <boost/asio/ssl.hpp>
@@ -10,8 +10,6 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 
-#include <unistd.h>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -177,18 +175,6 @@ bool set_sni(SSL* ssl, std::string const& host) {
 
 std::string user_agent() {
     return std::string("wsig/") + WSIG_VERSION;
-}
-
-bool write_all(int fd, std::string_view data) {
-    while (!data.empty()) {
-        ssize_t const n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
 }
 
 }  // namespace detail

@@ -2,6 +2,8 @@
 // WebSocket client connection (plain or TLS) behind a small virtual interface.
 #pragma once
 
+#include "file_io.hpp"
+
 #include <wsig/client.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -91,8 +93,5 @@ std::shared_ptr<ws_connection> make_ws_connection(boost::asio::io_context& ioc, 
 
 // ws(s):// branch of run_send (client_ws.cpp).
 client_result run_ws_send(send_options const& opts, url_parts const& url);
-
-// Writes all of data to fd; false on error (errno kept: EPIPE for a closed reader).
-bool write_all(int fd, std::string_view data);
 
 }  // namespace wsig::detail

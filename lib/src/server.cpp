@@ -1,5 +1,6 @@
 // `wsig serve`: the listener, the lifecycle (signals, drain), and the HTTP surface: upgrade
 // decisions, the push API, the admin API, health and metrics, and client-message routing.
+#include "file_io.hpp"
 #include "server_state.hpp"
 #include "static_files.hpp"
 
@@ -855,19 +856,6 @@ std::string url_for(tcp::endpoint const& ep, bool tls) {
     return fmt::format("{}://{}:{}", tls ? "https" : "http", host, ep.port());
 }
 
-bool write_ready_file(std::string const& path, std::string const& url) {
-    auto tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        if (!out) return false;
-        out << url << "\n";
-        if (!out.flush()) return false;
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    return !ec;
-}
-
 }  // namespace
 
 }  // namespace wsig::detail
@@ -931,9 +919,12 @@ int run_server(server_options options) {
     net::signal_set signals(ioc, SIGINT, SIGTERM);
 
     // The ready file first: whoever reads the stdout line may look for the file at once.
-    if (!o.ready_file.empty() && !write_ready_file(o.ready_file, url)) {
-        st.log.log(severity::error, fmt::format("cannot write the ready file '{}'", o.ready_file));
-        return to_int(exit_code::config);
+    // The URL is no secret: readable by all, as files a service writes for others usually are.
+    if (!o.ready_file.empty()) {
+        if (auto w = write_file_atomically(o.ready_file, url + "\n", 0644); !w) {
+            st.log.log(severity::error, fmt::format("--ready-file: {}", w.error().message));
+            return to_int(exit_code::config);
+        }
     }
     std::fwrite(url.data(), 1, url.size(), stdout);
     std::fputc('\n', stdout);
