@@ -57,8 +57,10 @@ Exit codes: 0 printed, 2 usage (no value, no secret), 78 unreadable secret file.
                 if (!opts->fresh && opts->value.empty())
                     throw exit_error(to_int(exit_code::usage), "sign: give a VALUE or --new");
                 auto key = signing_key(opts->secret, opts->user_agent, opts->ip);
-                auto id = opts->fresh ? new_client_id() : opts->value;
-                fmt::print("{}\n", sign(id, key));
+                auto id = opts->fresh ? new_client_id() : result<std::string>(opts->value);
+                if (id) id = sign(*id, key);
+                if (!id) throw exit_error(to_int(exit_code::config), id.error().message);  // OpenSSL failed
+                fmt::print("{}\n", *id);
                 return to_int(exit_code::ok);
             }};
 }

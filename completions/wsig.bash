@@ -25,6 +25,7 @@ _wsig() {
             --tls-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --pfx) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --pfx-password-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --tls-min-version) COMPREPLY=($(compgen -W '1.2 1.3' -- "$cur")); return ;;
             --allow-origin) return ;;
             --api-key-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --max-message-size) return ;;
@@ -42,7 +43,7 @@ _wsig() {
             --every) return ;;
             --static) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         esac
-        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --allow-origin --api-key-file --max-message-size --max-connections --send-queue --slow-client --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --help' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --tls-min-version --allow-origin --api-key-file --max-message-size --max-connections --send-queue --slow-client --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --help' -- "$cur")) ;;
     send)
         case $prev in
             --client-id) return ;;

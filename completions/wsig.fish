@@ -24,6 +24,7 @@ complete -c wsig -n '__fish_seen_subcommand_from serve' -l tls-cert -r -F -d 'PE
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l tls-key -r -F -d 'PEM private key for --tls-cert'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l pfx -r -F -d 'PKCS#12 certificate and key: serve HTTPS + WSS'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l pfx-password-file -r -F -d 'File holding the --pfx password (or WSIG_PFX_PASSWORD)'
+complete -c wsig -n '__fish_seen_subcommand_from serve' -l tls-min-version -r -a '1.2 1.3' -d 'Oldest TLS version served: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l allow-origin -r -d 'Upgrades whose Origin matches no PATTERN (* and ? globs) get 403 (repeatable)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l api-key-file -r -F -d 'Require '\''Authorization: Bearer KEY'\'' on /signal, /signal/connections and /metrics (or WSIG_API_KEY)'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l max-message-size -r -d 'Largest client message (and push body), default 1MiB (16MiB on --echo paths, for conformance suites); larger closes with 1009 / answers 413'

@@ -1,8 +1,9 @@
 // URL parsing, the HTTP/1.1 upgrade and its response, for the `wsig bench` client.
 #include "bench_wire.hpp"
 
+#include <wsig/base64.hpp>
+
 #include <fmt/format.h>
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <netdb.h>
@@ -16,13 +17,6 @@ namespace wsig::bench::detail {
 namespace {
 
 char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
-
-std::string base64(unsigned char const* data, std::size_t n) {
-    std::string out(4 * ((n + 2) / 3) + 1, '\0');
-    int const len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
-    out.resize(static_cast<std::size_t>(len));
-    return out;
-}
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -129,7 +123,7 @@ std::string new_ws_key(std::uint64_t& rng) {
     std::uint64_t const a = next_random(rng), b = next_random(rng);
     std::memcpy(raw, &a, 8);
     std::memcpy(raw + 8, &b, 8);
-    return base64(raw, sizeof raw);
+    return base64_encode(std::string_view(reinterpret_cast<char const*>(raw), sizeof raw));
 }
 
 std::string accept_for(std::string_view key) {
@@ -139,8 +133,9 @@ std::string accept_for(std::string_view key) {
     in.append(key);
     in.append(guid);
     unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1(reinterpret_cast<unsigned char const*>(in.data()), in.size(), digest);
-    return base64(digest, sizeof digest);
+    // No digest, no accept value: an empty one matches no server's answer, so the upgrade fails.
+    if (SHA1(reinterpret_cast<unsigned char const*>(in.data()), in.size(), digest) == nullptr) return {};
+    return base64_encode(std::string_view(reinterpret_cast<char const*>(digest), sizeof digest));
 }
 
 std::string upgrade_request(endpoint const& ep, std::string_view target, std::string_view key,

@@ -4,6 +4,7 @@
 
 #include "file_io.hpp"
 
+#include <wsig/base64.hpp>
 #include <wsig/client.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -25,8 +26,6 @@ result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(tls_options 
 
 // Sets the -H headers on a request: the first of a name replaces what is there, later ones add.
 void apply_headers(boost::beast::http::fields& fields, std::vector<std::pair<std::string, std::string>> const& headers);
-
-std::string base64_encode(std::string_view data);
 
 // SNI for a TLS client (SSL_set_tlsext_host_name is a macro with a C cast).
 bool set_sni(SSL* ssl, std::string const& host);

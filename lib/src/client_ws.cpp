@@ -167,7 +167,13 @@ private:
             // SNI: virtual hosts pick their certificate by it.
             if (!set_sni(tls.native_handle(), url_.host))
                 return fail(exit_code::protocol, "TLS: cannot set the server name");
-            if (!opts_.insecure) tls.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+            if (!opts_.insecure) {
+                error_code verify_ec;
+                tls.set_verify_callback(asio::ssl::host_name_verification(url_.host), verify_ec);
+                if (verify_ec)
+                    return fail(exit_code::protocol,
+                                fmt::format("TLS: cannot check the host name: {}", verify_ec.message()));
+            }
             tls.async_handshake(asio::ssl::stream_base::client,
                                 [self = this->shared_from_this()](error_code e) { self->on_tls(e); });
         } else {
