@@ -26,6 +26,7 @@ struct serve_options {
     std::string default_scope = "global";
     secret_options secret;
     std::string tls_cert, tls_key, pfx, pfx_password_file, api_key_file;
+    std::string tls_min_version = "1.2";
     std::string max_message_size, send_queue = "1MiB", slow_client = "close";  // empty: the defaults
     std::string max_queued_total = "256MiB";
     std::size_t max_json_depth = default_max_json_depth;
@@ -155,6 +156,7 @@ server_options to_server_options(serve_options const& in) {
     o.log_format = in.log_format == "json" ? log_format::json : log_format::text;
     o.log_level = in.quiet ? log_level::quiet : in.verbose ? log_level::debug : log_level::info;
     o.ready_file = in.ready_file;
+    o.tls_min_version = in.tls_min_version == "1.3" ? tls_version::v1_3 : tls_version::v1_2;
     for (auto const& r : o.routes)
         if (!r.exec.empty() && r.scope.value_or(o.default_scope) != scope::local)
             usage(fmt::format("--route {}: exec= needs scope=local (a process per connection)", r.path));
@@ -245,6 +247,11 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
                     "File holding the --pfx password (or WSIG_PFX_PASSWORD)")
         ->envname("WSIG_PFX_PASSWORD_FILE")
         ->type_name("FILE");
+    app->add_option("--tls-min-version", opts->tls_min_version,
+                    "Oldest TLS version served: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3")
+        ->envname("WSIG_TLS_MIN_VERSION")
+        ->check(CLI::IsMember({"1.2", "1.3"}))
+        ->capture_default_str();
     app->add_option("--allow-origin", opts->origins,
                     "Upgrades whose Origin matches no PATTERN (* and ? globs) get 403 (repeatable); without it, "
                     "exec= routes take only their own origin")

@@ -47,7 +47,7 @@ command setup_sign(CLI::App& root) {
   WSIG_SECRET=s3cr3t wsig sign --new
   wsig sign 12345 --secret-file secret --strict --user-agent 'curl/8.0' --ip 127.0.0.1
 
-Exit codes: 0 printed, 2 usage (no value, no secret), 78 unreadable secret file.)~");
+Exit codes: 0 printed, 2 usage (no value, no secret), 78 unreadable secret file (or OpenSSL failed).)~");
     auto* value = app->add_option("value", opts->value, "The value to sign (a client ID)");
     auto* fresh = app->add_flag("--new", opts->fresh, "Sign a fresh random client ID (a lowercase GUID)");
     value->excludes(fresh);
@@ -57,8 +57,10 @@ Exit codes: 0 printed, 2 usage (no value, no secret), 78 unreadable secret file.
                 if (!opts->fresh && opts->value.empty())
                     throw exit_error(to_int(exit_code::usage), "sign: give a VALUE or --new");
                 auto key = signing_key(opts->secret, opts->user_agent, opts->ip);
-                auto id = opts->fresh ? new_client_id() : opts->value;
-                fmt::print("{}\n", sign(id, key));
+                auto id = opts->fresh ? new_client_id() : result<std::string>(opts->value);
+                if (id) id = sign(*id, key);
+                if (!id) throw exit_error(to_int(exit_code::config), id.error().message);  // OpenSSL failed
+                fmt::print("{}\n", *id);
                 return to_int(exit_code::ok);
             }};
 }

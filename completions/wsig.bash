@@ -25,10 +25,13 @@ _wsig() {
             --tls-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --pfx) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --pfx-password-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            --tls-min-version) COMPREPLY=($(compgen -W '1.2 1.3' -- "$cur")); return ;;
             --allow-origin) return ;;
+            --allow-host) return ;;
             --api-key-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             --max-message-size) return ;;
             --max-connections) return ;;
+            --max-processes) return ;;
             --send-queue) return ;;
             --slow-client) COMPREPLY=($(compgen -W 'drop close' -- "$cur")); return ;;
             --max-queued-total) return ;;
@@ -44,7 +47,7 @@ _wsig() {
             --every) return ;;
             --static) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         esac
-        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --allow-origin --api-key-file --max-message-size --max-connections --send-queue --slow-client --max-queued-total --max-json-depth --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --static-dotfiles --help' -- "$cur")) ;;
+        COMPREPLY=($(compgen -W '--address --port --route --echo --accept-client-id --auto-upgrade --default-scope --broadcast-level --secret-file --secret --strict --tls-cert --tls-key --pfx --pfx-password-file --tls-min-version --allow-origin --allow-host --api-key-file --max-message-size --max-connections --max-processes --send-queue --slow-client --max-queued-total --max-json-depth --ping-interval --threads --shutdown-timeout --log-format --quiet --verbose --ready-file --signal-route --on-connect --on-disconnect --every --static --static-dotfiles --help' -- "$cur")) ;;
     send)
         case $prev in
             --client-id) return ;;

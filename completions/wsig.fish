@@ -24,6 +24,7 @@ complete -c wsig -n '__fish_seen_subcommand_from serve' -l tls-cert -r -F -d 'PE
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l tls-key -r -F -d 'PEM private key for --tls-cert'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l pfx -r -F -d 'PKCS#12 certificate and key: serve HTTPS + WSS'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l pfx-password-file -r -F -d 'File holding the --pfx password (or WSIG_PFX_PASSWORD)'
+complete -c wsig -n '__fish_seen_subcommand_from serve' -l tls-min-version -r -a '1.2 1.3' -d 'Oldest TLS version served: 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305 only) or 1.3'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l allow-origin -r -d 'Upgrades whose Origin matches no PATTERN (* and ? globs) get 403 (repeatable); without it, exec= routes take only their own origin'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l allow-host -r -d 'Also answer requests whose Host is NAME (* and ? globs, e.g. *.example.com; repeatable). A loopback server answers only loopback names and IP literals (DNS rebinding), others 421; on another address, once given, only these names and IP literals'
 complete -c wsig -n '__fish_seen_subcommand_from serve' -l api-key-file -r -F -d 'Require '\''Authorization: Bearer KEY'\'' on /signal, /signal/connections and /metrics (or WSIG_API_KEY)'

@@ -533,11 +533,11 @@ std::size_t loop::process(std::uint32_t i, char* data, std::size_t n) {
 std::size_t loop::process_upgrade(std::uint32_t i, char* data, std::size_t n) {
     conn& c = conns_[i];
     response_head head;
-    int const r = parse_response_head(std::string_view(data, n), head);
-    if (r == 0) return 0;
+    auto const r = parse_response_head(std::string_view(data, n), head);
+    if (r.incomplete()) return 0;
     std::string const& target = c.r == role::pub ? sh_.pub_target : sh_.sub_target;
-    if (r < 0) {
-        failed(i, fail::protocol, fmt::format("the upgrade response of {} is not valid HTTP", target),
+    if (r.malformed()) {
+        failed(i, fail::protocol, fmt::format("the upgrade response of {} is not valid HTTP: {}", target, r.why),
                exit_code::protocol);
         return n;
     }
@@ -849,21 +849,21 @@ std::size_t loop::process_push(std::uint32_t i, char const* data, std::size_t n)
     while (pos < n) {
         response_head head;
         std::string_view const rest(data + pos, n - pos);
-        int const r = parse_response_head(rest, head);
-        if (r == 0) break;
-        if (r < 0) {
-            failed(i, fail::protocol, "the push response is not valid HTTP", exit_code::protocol);
+        auto const r = parse_response_head(rest, head);
+        if (r.incomplete()) break;
+        if (r.malformed()) {
+            failed(i, fail::protocol, fmt::format("the push response is not valid HTTP: {}", r.why), exit_code::protocol);
             return n;
         }
-        std::size_t body = 0;
+        std::size_t body = 0;  // at most max_body_length (the parsers refuse more): the sum below cannot overflow
         if (head.chunked) {
-            long long const b = chunked_body_length(rest.substr(head.head_len));
-            if (b == 0) break;
-            if (b < 0) {
-                failed(i, fail::protocol, "the push response has a bad chunked body", exit_code::protocol);
+            auto const b = chunked_body_length(rest.substr(head.head_len), body);
+            if (b.incomplete()) break;
+            if (b.malformed()) {
+                failed(i, fail::protocol, fmt::format("the push response has a bad chunked body: {}", b.why),
+                       exit_code::protocol);
                 return n;
             }
-            body = static_cast<std::size_t>(b);
         } else if (head.content_length > 0) {
             body = static_cast<std::size_t>(head.content_length);
         }

@@ -37,6 +37,23 @@ using header_list = std::vector<std::pair<std::string, std::string>>;
 std::string upgrade_request(endpoint const& ep, std::string_view target, std::string_view key,
                             header_list const& extra);
 
+// Bounds on what a server may answer the bench with. A push answer is a few bytes of JSON and a 101
+// has no body: these leave room for any error page while every length stays far from overflow.
+inline constexpr std::size_t max_head_length = 64 * 1024;   // status line and headers, blank line included
+inline constexpr std::size_t max_body_length = 1 << 20;     // a body (Content-Length or all chunks together)
+inline constexpr std::size_t max_chunk_line = 1024;         // one chunk-size line, extensions included
+
+// How far a parse got; `why` says what is wrong when it is `malformed` (a protocol error).
+struct parse_result {
+    enum class state { complete, incomplete, malformed };
+    state st = state::incomplete;
+    std::string why;
+
+    bool complete() const { return st == state::complete; }
+    bool incomplete() const { return st == state::incomplete; }
+    bool malformed() const { return st == state::malformed; }
+};
+
 // The head of an HTTP response: status code and the headers that matter here.
 struct response_head {
     int status = 0;
@@ -45,15 +62,18 @@ struct response_head {
     std::string accept;         // Sec-WebSocket-Accept
     std::string upgrade;        // Upgrade
     std::string connection;     // Connection
-    long long content_length = -1;
+    std::int64_t content_length = -1;  // -1: none given; else at most max_body_length
     bool chunked = false;
 };
 
-// 1: complete (head filled), 0: need more bytes, -1: malformed.
-int parse_response_head(std::string_view data, response_head& head);
+// Parses the head at the start of data (filling `head` when complete). Malformed: not HTTP, a head
+// over max_head_length, a Content-Length that is not a number, overflows or is over max_body_length.
+parse_result parse_response_head(std::string_view data, response_head& head);
 
-// The length of a complete chunked body at the start of data, 0 when more is needed, -1 malformed.
-long long chunked_body_length(std::string_view data);
+// The length of a complete chunked body (framing and trailers included) at the start of data, in
+// `length` when complete. Malformed: a bad chunk-size line, a chunk or the sum of the chunks over
+// max_body_length, chunk data not followed by CRLF, trailers over max_head_length.
+parse_result chunked_body_length(std::string_view data, std::size_t& length);
 
 bool iequals(std::string_view a, std::string_view b);
 bool icontains_token(std::string_view list, std::string_view token);

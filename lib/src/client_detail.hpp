@@ -2,6 +2,9 @@
 // WebSocket client connection (plain or TLS) behind a small virtual interface.
 #pragma once
 
+#include "file_io.hpp"
+
+#include <wsig/base64.hpp>
 #include <wsig/client.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -23,8 +26,6 @@ result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(tls_options 
 
 // Sets the -H headers on a request: the first of a name replaces what is there, later ones add.
 void apply_headers(boost::beast::http::fields& fields, std::vector<std::pair<std::string, std::string>> const& headers);
-
-std::string base64_encode(std::string_view data);
 
 // SNI for a TLS client (SSL_set_tlsext_host_name is a macro with a C cast).
 bool set_sni(SSL* ssl, std::string const& host);
@@ -91,8 +92,5 @@ std::shared_ptr<ws_connection> make_ws_connection(boost::asio::io_context& ioc, 
 
 // ws(s):// branch of run_send (client_ws.cpp).
 client_result run_ws_send(send_options const& opts, url_parts const& url);
-
-// Writes all of data to fd; false on error (errno kept: EPIPE for a closed reader).
-bool write_all(int fd, std::string_view data);
 
 }  // namespace wsig::detail

@@ -90,7 +90,13 @@ private:
         if constexpr (Tls) {
             if (!set_sni(stream_.native_handle(), url_.host))
                 return fail(exit_code::protocol, "TLS: cannot set the server name");
-            if (!insecure_) stream_.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+            if (!insecure_) {
+                error_code verify_ec;
+                stream_.set_verify_callback(asio::ssl::host_name_verification(url_.host), verify_ec);
+                if (verify_ec)
+                    return fail(exit_code::protocol,
+                                fmt::format("TLS: cannot check the host name: {}", verify_ec.message()));
+            }
             stream_.async_handshake(asio::ssl::stream_base::client, [self = this->shared_from_this()](error_code e) {
                 if (e)
                     return self->fail(exit_code::protocol,

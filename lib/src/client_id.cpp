@@ -3,8 +3,6 @@
 
 #include <openssl/rand.h>
 
-#include <stdexcept>
-
 namespace wsig {
 
 std::string format_guid(std::array<std::uint8_t, 16> const& b) {
@@ -22,10 +20,11 @@ std::string format_guid(std::array<std::uint8_t, 16> const& b) {
     return out;
 }
 
-std::string new_client_id() {
+result<std::string> new_client_id() {
     std::array<std::uint8_t, 16> bytes{};
+    // An error value, not an exception: the server calls this inside an upgrade's handler.
     if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
-        throw std::runtime_error("the system's random generator failed");  // not recoverable
+        return make_error(errc::crypto, "the system's random generator failed (RAND_bytes)");
     return format_guid(bytes);
 }
 

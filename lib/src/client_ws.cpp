@@ -24,8 +24,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -169,7 +167,13 @@ private:
             // SNI: virtual hosts pick their certificate by it.
             if (!set_sni(tls.native_handle(), url_.host))
                 return fail(exit_code::protocol, "TLS: cannot set the server name");
-            if (!opts_.insecure) tls.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+            if (!opts_.insecure) {
+                error_code verify_ec;
+                tls.set_verify_callback(asio::ssl::host_name_verification(url_.host), verify_ec);
+                if (verify_ec)
+                    return fail(exit_code::protocol,
+                                fmt::format("TLS: cannot check the host name: {}", verify_ec.message()));
+            }
             tls.async_handshake(asio::ssl::stream_base::client,
                                 [self = this->shared_from_this()](error_code e) { self->on_tls(e); });
         } else {
@@ -438,28 +442,6 @@ private:
     std::size_t max_line_ = 0;
 };
 
-// Writes FILE through a temporary beside it and a rename: a reader sees no file or the whole line.
-bool write_file_atomically(std::string const& path, std::string const& text, std::string& why) {
-    std::string const tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        out << text;
-        out.flush();
-        if (!out) {
-            why = fmt::format("cannot write {}", tmp);
-            return false;
-        }
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-        std::filesystem::remove(tmp, ec);
-        why = fmt::format("cannot rename {} to {}", tmp, path);
-        return false;
-    }
-    return true;
-}
-
 nlohmann::json json_or_null(std::optional<std::string> const& v) {
     return v ? nlohmann::json(*v) : nlohmann::json();
 }
@@ -603,9 +585,9 @@ private:
         if (info.group) note += fmt::format("X-Pode-Signal-Group: {}\n", *info.group);
         std::fputs(note.c_str(), stderr);
         if (!opts_.id_file.empty()) {
-            std::string why;
-            if (!write_file_atomically(opts_.id_file, info.client_id.value_or("") + "\n", why))
-                return end(exit_code::config, fmt::format("--id-file: {}", why));
+            // The client ID is a bearer credential (it lets anyone push to this listener): owner only.
+            if (auto w = write_file_atomically(opts_.id_file, info.client_id.value_or("") + "\n", 0600); !w)
+                return end(exit_code::config, fmt::format("--id-file: {}", w.error().message));
         }
         emit({{"event", "open"},
               {"url", opts_.url},

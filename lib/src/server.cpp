@@ -1,5 +1,6 @@
 // `wsig serve`: the listener, the lifecycle (signals, drain), and the HTTP surface: upgrade
 // decisions, the push API, the admin API, health and metrics, and client-message routing.
+#include "file_io.hpp"
 #include "server_state.hpp"
 #include "static_files.hpp"
 
@@ -23,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pkcs12.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
@@ -827,6 +829,11 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         }
     auto const& signing = st.opts.signing;
     auto key = signing.enabled ? signing.key_for(trim(req[http::field::user_agent]), peer_ip(remote)) : std::string();
+    // HMAC or RAND_bytes failed: no ID can be made, so no connection (never an unsigned one).
+    auto const no_client_id = [&](error const& e) {
+        st.log.log(severity::error, fmt::format("refused an upgrade from {}: {}", peer_string(remote), e.message));
+        return make_response(req, http::status::internal_server_error, "the server cannot make a client ID\n");
+    };
     std::optional<std::string> chosen;
     if (st.opts.accept_client_id)
         if (auto c = t.get("clientId"); c && !c->empty()) chosen = *c;
@@ -843,7 +850,9 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
                 }
                 info.client_id = *chosen;
             } else {
-                info.client_id = sign(*chosen, key);
+                auto signed_id = sign(*chosen, key);
+                if (!signed_id) return no_client_id(signed_id.error());
+                info.client_id = std::move(*signed_id);
                 // Only the holder of the signed ID may replace its connection: anyone can ask for the
                 // unsigned form, and would get the same signature (Pode's rule).
                 if (!st.reg.list(target{{info.name}, {}, {info.client_id}}).empty()) {
@@ -859,7 +868,10 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
             info.client_id = *chosen;
         }
     } else {
-        info.client_id = signing.enabled ? sign(new_client_id(), key) : new_client_id();
+        auto id = new_client_id();
+        if (id && signing.enabled) id = sign(*id, key);
+        if (!id) return no_client_id(id.error());
+        info.client_id = std::move(*id);
     }
     if (auto r = reserve_slot(st, req)) return std::move(*r);
     if (!plan.exec.empty()) {
@@ -1107,16 +1119,39 @@ result<void> load_pfx(ssl::context& ctx, std::string const& file, std::string co
     return {};
 }
 
+// TLS 1.2 suites: forward secrecy (ECDHE) and AEAD only, in this order (Mozilla's "intermediate"
+// list less its DHE suites): no RSA key exchange (no forward secrecy), no CBC (Lucky13 and padding
+// oracles), no SHA-1 MAC. TLS 1.3 has only AEAD suites with (EC)DHE: OpenSSL's defaults stay.
+constexpr char const* tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// Every call is checked: a context OpenSSL did not take as asked is a configuration error (exit 78),
+// never a server that runs with weaker settings than it says.
 result<void> setup_tls(ssl::context& ctx, server_options const& o) {
-    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-    if (!o.pfx.empty()) return load_pfx(ctx, o.pfx, o.pfx_password);
+    auto* native = ctx.native_handle();
+    auto const refused = [](std::string const& what) {
+        return make_error(errc::io, fmt::format("TLS settings: {}: {}", what, openssl_error()));
+    };
     error_code ec;
+    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
+                    ec);
+    if (ec) return make_error(errc::io, fmt::format("TLS settings: the context options: {}", ec.message()));
+    // The server's order, not the client's; no renegotiation (a client could ask for one per message).
+    auto const wanted = static_cast<std::uint64_t>(SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION);
+    if ((static_cast<std::uint64_t>(SSL_CTX_set_options(native, wanted)) & wanted) != wanted)
+        return refused("server cipher preference and no renegotiation");
+    int const min_version = o.tls_min_version == tls_version::v1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
+    if (SSL_CTX_set_min_proto_version(native, min_version) != 1)
+        return refused(o.tls_min_version == tls_version::v1_3 ? "TLS 1.3 as the minimum" : "TLS 1.2 as the minimum");
+    if (SSL_CTX_set_cipher_list(native, tls12_ciphers) != 1) return refused("the TLS 1.2 cipher suites");
+    if (!o.pfx.empty()) return load_pfx(ctx, o.pfx, o.pfx_password);
     ctx.use_certificate_chain_file(o.tls_cert, ec);
     if (ec) return make_error(errc::io, fmt::format("certificate '{}': {}", o.tls_cert, ec.message()));
     ctx.use_private_key_file(o.tls_key, ssl::context::pem, ec);
     if (ec) return make_error(errc::io, fmt::format("private key '{}': {}", o.tls_key, ec.message()));
-    if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+    if (SSL_CTX_check_private_key(native) != 1)
         return make_error(errc::io, "the private key does not match the certificate");
     return {};
 }
@@ -1205,19 +1240,6 @@ std::string url_for(tcp::endpoint const& ep, bool tls) {
     return fmt::format("{}://{}:{}", tls ? "https" : "http", host, ep.port());
 }
 
-bool write_ready_file(std::string const& path, std::string const& url) {
-    auto tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        if (!out) return false;
-        out << url << "\n";
-        if (!out.flush()) return false;
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    return !ec;
-}
-
 }  // namespace
 
 }  // namespace wsig::detail
@@ -1283,9 +1305,12 @@ int run_server(server_options options) {
     net::signal_set signals(ioc, SIGINT, SIGTERM);
 
     // The ready file first: whoever reads the stdout line may look for the file at once.
-    if (!o.ready_file.empty() && !write_ready_file(o.ready_file, url)) {
-        st.log.log(severity::error, fmt::format("cannot write the ready file '{}'", o.ready_file));
-        return to_int(exit_code::config);
+    // The URL is no secret: readable by all, as files a service writes for others usually are.
+    if (!o.ready_file.empty()) {
+        if (auto w = write_file_atomically(o.ready_file, url + "\n", 0644); !w) {
+            st.log.log(severity::error, fmt::format("--ready-file: {}", w.error().message));
+            return to_int(exit_code::config);
+        }
     }
     std::fwrite(url.data(), 1, url.size(), stdout);
     std::fputc('\n', stdout);

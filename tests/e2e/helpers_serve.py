@@ -189,6 +189,33 @@ def client_tls_context(cafile=None):
     return ctx
 
 
+class TlsHandshake:
+    """What `openssl s_client` reported: its exit code, the negotiated protocol and cipher (None when
+    no session was established) and its whole output."""
+
+    def __init__(self, returncode, out):
+        self.returncode, self.out = returncode, out
+        self.protocol = self.cipher = None
+        new = re.search(r"^New, (\S+), Cipher is (\S+)", out, re.M)  # "(NONE)": no session was established
+        if new and new.group(2) != "(NONE)":
+            self.cipher = new.group(2)
+            # The SSL-Session block names the protocol; s_client may quit before printing it (TLS 1.3
+            # tickets), and then the "New," line does (the cipher's version: the protocol's from 1.2 on).
+            proto = re.search(r"^\s*Protocol\s*:\s*(\S+)", out, re.M)
+            self.protocol = proto.group(1) if proto else new.group(1)
+
+    def __repr__(self):
+        return f"TlsHandshake(exit {self.returncode}, {self.protocol}, {self.cipher}):\n{self.out[-1500:]}"
+
+
+def s_client(port, *args, servername="localhost"):
+    """One handshake by `openssl s_client -connect 127.0.0.1:PORT ARGS...` (protocol and cipher flags),
+    with nothing to send: it ends when the handshake does."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", servername, *args],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEADLINE)
+    return TlsHandshake(r.returncode, r.stdout + r.stderr)
+
+
 class RawWS:
     """A WebSocket client on a raw socket. `RawWS.open(...)` performs the upgrade and requires 101;
     `RawWS.attempt(...)` returns the Handshake whatever its status (and closes the socket)."""

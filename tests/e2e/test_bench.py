@@ -12,11 +12,13 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 import websockets
 import websockets.exceptions
 
+import rawws
 from conftest import WSIG, run_wsig
 
 DEADLINE = 10.0
@@ -377,6 +379,67 @@ def test_idle_mode_holds_connections(peer):
 
 # ---------------------------------------------------------------------------------------------
 # against wsig serve (when the tree has it)
+
+class HugeChunkPushServer:
+    """A loopback server for `--via push`: it upgrades every GET (the subscribers) and answers every
+    POST (the pushes) 200 with Transfer-Encoding: chunked and the chunk size `chunk_size`, followed by
+    a few bytes of chunk data; then it holds each connection open until the client closes it."""
+
+    def __init__(self, chunk_size):
+        self.chunk_size = chunk_size
+        self.pushes = 0
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock):
+        with sock:
+            try:
+                status, headers, _ = rawws._read_head(sock, time.monotonic() + DEADLINE)
+                if status.startswith("GET "):
+                    key = headers["sec-websocket-key"].encode()
+                    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                 b"Sec-WebSocket-Accept: " + rawws.accept_key(key) + b"\r\n\r\n")
+                else:
+                    self.pushes += 1
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                                 self.chunk_size.encode() + b"\r\n" + b"0" * 64 + b"\r\n")
+                sock.settimeout(DEADLINE * 3)
+                while sock.recv(65536):
+                    pass
+            except (OSError, rawws.ConnectionEnded, TimeoutError):
+                pass
+
+    def stop(self):
+        self.lsock.close()
+
+
+# Before the bound, ffffffffffffffec (2^64 - 20) took the parser back to the start of its own line: it
+# spun for ever on one core and bench never ended; ffffffffffffffff waited for ever for the chunk, the
+# push connection was lost in silence and bench exited 0 after the run.
+@pytest.mark.parametrize("chunk_size", ["ffffffffffffffff", "ffffffffffffffec", "10000000000000000"])
+def test_a_push_answer_with_a_chunk_size_near_2_64_exits_76_within_the_deadline(chunk_size):
+    server = HugeChunkPushServer(chunk_size)
+    start = time.monotonic()
+    try:
+        p = bench(f"ws://127.0.0.1:{server.port}/sub", "--mode", "fanout", "--via", "push", "--name", "Sub",
+                  "-c", 1, "--in-flight", 1, "--duration", "2s", "--warmup", "0", timeout=DEADLINE)
+    finally:
+        server.stop()
+    elapsed = time.monotonic() - start
+    assert p.returncode == 76, (p.returncode, p.stderr)
+    assert "the push response has a bad chunked body" in p.stderr, p.stderr
+    assert server.pushes >= 1
+    assert elapsed < 2 + 3, f"bench took {elapsed:.1f}s for a 2s run"
+
 
 def serve_available():
     p = run_wsig("serve", "--help")

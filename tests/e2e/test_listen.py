@@ -9,7 +9,9 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -31,9 +33,9 @@ def listen(*args, input=None, timeout=DEADLINE):
                           timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
 
 
-def popen_listen(*args, stdin=subprocess.DEVNULL):
+def popen_listen(*args, stdin=subprocess.DEVNULL, umask=-1):
     return subprocess.Popen([WSIG, "listen", *map(str, args)], stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, umask=umask)
 
 
 def wait_file(path, proc=None, timeout=DEADLINE):
@@ -237,6 +239,49 @@ def test_id_file_holds_the_client_id_and_stderr_the_pode_headers(peers, tmp_path
     err = proc.stderr.read().decode()
     for k, v in POD_HEADERS.items():
         assert f"{k}: {v}" in err
+
+
+def test_id_file_is_mode_0600_and_never_written_through_a_planted_symlink(peers, tmp_path):
+    """The id file is a bearer credential: owner-only even under umask 022, and the old predictable
+    temporary names (id.tmp.PID, id.tmp), planted as symlinks to a victim, are never followed."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    id_file = tmp_path / "id"
+    launched = threading.Event()
+    pid = {}
+
+    async def plant(path, headers):
+        # The upgrade request has arrived, the id file is not written yet, and the PID is known.
+        await asyncio.get_running_loop().run_in_executor(None, launched.wait, DEADLINE)
+        for name in (f"id.tmp.{pid['listen']}", "id.tmp"):
+            os.symlink(victim, tmp_path / name)
+        return None
+
+    p = peers(WsPeer, hold_open, response_headers=POD_HEADERS, process_request=plant)
+    proc = popen_listen(p.url + "/ws", "--id-file", id_file, umask=0o022)
+    pid["listen"] = proc.pid
+    launched.set()
+    try:
+        assert wait_file(id_file, proc) == POD_HEADERS["X-Pode-Signal-Client-Id"] + "\n"
+        assert victim.read_text() == "precious\n"
+        st = os.lstat(id_file)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+        assert sorted(f.name for f in tmp_path.iterdir()) == sorted(["id", "id.tmp", f"id.tmp.{proc.pid}", "victim"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(DEADLINE)
+
+
+def test_an_id_file_that_is_a_directory_exits_78_and_leaves_nothing_behind(peers, tmp_path):
+    p = peers(WsPeer, hold_open, response_headers=POD_HEADERS)
+    target = tmp_path / "ids"
+    target.mkdir()
+    r = listen(p.url + "/ws", "--id-file", target)
+    assert r.returncode == 78, (r.returncode, r.stderr)
+    err = r.stderr.decode()
+    assert re.search(r"--id-file: cannot write '.*ids': rename of '.*ids\.tmp-[0-9a-f]{16}' over it: Is a directory",
+                     err), err
+    assert [f.name for f in tmp_path.iterdir()] == ["ids"] and list(target.iterdir()) == []
 
 
 def test_legacy_pode_client_id_header_is_read(peers, tmp_path):

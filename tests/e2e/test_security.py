@@ -13,7 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from conftest import DEADLINE, ROOT, run_wsig
-from helpers_serve import RawWS, WSClosed, http, openssl_sign, push, raw_http, sync_self, tamper, wait_for
+from helpers_serve import (RawWS, WSClosed, http, openssl_sign, push, raw_http, s_client, sync_self, tamper,
+                           wait_for)
 from peers import HttpPeer
 
 ROUTES = ["--route", "/chat=Chat"]
@@ -55,6 +56,18 @@ def test_signature_and_api_key_are_compared_in_constant_time_in_the_source():
     api = function_body((ROOT / "lib/src/server.cpp").read_text(), "bool api_key_ok(")
     assert "CRYPTO_memcmp(" in api
     assert not re.search(r"key\s*[!=]=\s*want|want\s*[!=]=\s*key", api)
+
+
+def test_hmac_and_random_results_are_checked_in_the_source():
+    # HMAC() cannot be made to fail from outside (tests/unit/test_signing.cpp covers the error path it
+    # leads to); this guards that its result, the digest length and RAND_bytes' answer are read.
+    hmac = function_body((ROOT / "lib/src/signing.cpp").read_text(), "result<std::string> hmac_sha256_base64(")
+    assert re.search(r"=\s*HMAC\(", hmac) and "mac == nullptr" in hmac, hmac
+    assert "digest_len != SHA256_DIGEST_LENGTH" in hmac and "signature_length" in hmac
+    unsign = function_body((ROOT / "lib/src/signing.cpp").read_text(), "result<std::string> unsign(")
+    assert "if (!expected) return expected.error();" in unsign
+    new_id = function_body((ROOT / "lib/src/client_id.cpp").read_text(), "result<std::string> new_client_id(")
+    assert "RAND_bytes(" in new_id and "!= 1" in new_id and "throw" not in new_id
 
 
 # --- logs ----------------------------------------------------------------------------------------
@@ -208,20 +221,11 @@ def certs(tmp_path_factory):
     return d
 
 
-def s_client(port, *version):
+def s_client_version(port, version):
     """openssl s_client with one protocol version, at security level 0 so that the client itself is
     willing to speak TLS 1.0/1.1: a refusal then comes from the server. Returns (negotiated or None, output)."""
-    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *version,
-                        "-cipher", "DEFAULT@SECLEVEL=0", "-servername", "localhost"],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEADLINE)
-    out = r.stdout + r.stderr
-    new = re.search(r"^New, (\S+), Cipher is (\S+)", out, re.M)  # "(NONE)": no session was established
-    if not new or new.group(2) == "(NONE)":
-        return None, out
-    # The SSL-Session block names the protocol; s_client may quit before printing it (TLS 1.3 tickets),
-    # and then the "New," line does (it names the cipher's version, which is the protocol's from 1.2 on).
-    proto = re.search(r"^\s*Protocol\s*:\s*(\S+)", out, re.M)
-    return (proto.group(1) if proto else new.group(1)), out
+    r = s_client(port, version, "-cipher", "DEFAULT@SECLEVEL=0")
+    return r.protocol, r.out
 
 
 def tls11_context(cert, key, newest=ssl.TLSVersion.TLSv1_1):
@@ -237,7 +241,7 @@ def s_client_speaks_tls_1_1(peers, certs):
     """The control: the same s_client command negotiates TLS 1.1 with a server that allows it (else skip)."""
     p = peers(HttpPeer, lambda *a: (200, "{}"), ssl_context=tls11_context(str(certs / "cert.pem"),
                                                                            str(certs / "key.pem")))
-    version, out = s_client(p.port, "-tls1_1")
+    version, out = s_client_version(p.port, "-tls1_1")
     if version is None:
         pytest.skip(f"this OpenSSL cannot speak TLS 1.1 even at SECLEVEL=0: {out[-300:]}")
     assert version == "TLSv1.1"
@@ -251,11 +255,11 @@ def test_the_server_refuses_tls_1_0_and_1_1_and_speaks_1_2_and_1_3(serve, certs,
             ["--pfx", certs / "cert.p12"])
     s = serve(*ROUTES, *args, env={"WSIG_PFX_PASSWORD": "p12-pa55word"})  # the password from the environment
     for old in ("-tls1", "-tls1_1"):
-        version, out = s_client(s.port, old)
+        version, out = s_client_version(s.port, old)
         assert version is None, f"{old} was accepted:\n{out}"
         assert re.search(r"alert protocol version|unsupported protocol|no protocols available", out), out
     for new, name in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
-        version, out = s_client(s.port, new)
+        version, out = s_client_version(s.port, new)
         assert version == name, out
     ctx = ssl.create_default_context(cafile=str(certs / "cert.pem"))
     assert http(s.port, "GET", "/healthz", tls=ctx).status == 200  # still serving

@@ -3,13 +3,16 @@ and the ready file hold the URL; SIGTERM/SIGINT stop accepting, close every clie
 for at most --shutdown-timeout and exit 0; a second signal exits at once; --log-format json writes
 one JSON object per stderr line; a client's close is answered with a status code."""
 import json
+import os
 import re
 import signal
 import socket
+import stat
 import time
 
 import pytest
 
+from conftest import run_wsig
 from helpers_serve import OP_CLOSE, Peer, RawWS, close_frame, connections, healthy, wait_for
 
 ROUTES = ["--route", "/chat=Chat", "--route", "/news=News"]
@@ -40,6 +43,39 @@ def test_ready_file_holds_the_url(serve, tmp_path, how):
     text = wait_for(lambda: ready.exists() and ready.read_text(), "the ready file")
     assert text.strip() == s.url
     assert text in (s.url, s.url + "\n")
+
+
+def test_the_ready_file_is_never_written_through_a_planted_symlink(serve, tmp_path):
+    """A symlink planted at the old predictable temporary name (ready.tmp) and one at the ready file
+    itself both point to a victim: the victim keeps its content, the ready file is a new regular file."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    ready = tmp_path / "ready"
+    os.symlink(victim, tmp_path / "ready.tmp")
+    os.symlink(victim, ready)
+    s = serve(*ROUTES, "--ready-file", ready)
+    assert healthy(s.port)  # the file is written before the URL line, which serve() has read
+    assert victim.read_text() == "precious\n"
+    assert not ready.is_symlink() and ready.read_text() == s.url + "\n"
+    assert stat.S_IMODE(os.lstat(ready).st_mode) == 0o644 & ~current_umask()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ready", "ready.tmp", "victim"]
+
+
+def test_a_ready_file_that_is_a_directory_exits_78_and_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "ready"
+    target.mkdir()
+    r = run_wsig("serve", "-p", "0", *ROUTES, "--ready-file", target)
+    assert r.returncode == 78, (r.returncode, r.stderr)
+    assert r.stdout == ""
+    assert re.search(r"--ready-file: cannot write '.*ready': rename of '.*ready\.tmp-[0-9a-f]{16}' over it: "
+                     r"Is a directory", r.stderr), r.stderr
+    assert [f.name for f in tmp_path.iterdir()] == ["ready"] and list(target.iterdir()) == []
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

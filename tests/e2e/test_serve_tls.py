@@ -1,6 +1,7 @@
 """`wsig serve` with a certificate (SPEC.md section 3): HTTPS and WSS on the same port, from PEM
 (--tls-cert/--tls-key) or PKCS#12 (--pfx/--pfx-password-file); bad or unreadable certificates exit 78.
 The certificates are made here with the openssl command line; the peers are Python's ssl module."""
+import re
 import signal
 import subprocess
 
@@ -8,7 +9,7 @@ import pytest
 
 from conftest import run_wsig
 from helpers_serve import (OP_TEXT, Peer, RawWS, client_tls_context, envelope, frame, healthy, http, push,
-                           raw_http, text_frame)
+                           raw_http, s_client, text_frame)
 
 ROUTES = ["--route", "/chat=Chat"]
 
@@ -172,3 +173,65 @@ def test_a_static_file_and_a_range_stream_over_https(serve, certs, tmp_path):
     r = http(s.port, "GET", "/big.bin", headers={"Range": "bytes=1000000-1000099"}, tls=ctx)
     assert (r.status, r.headers["content-range"], r.body) == (206, f"bytes 1000000-1000099/{len(data)}",
                                                              data[1000000:1000100])
+
+
+# --- which TLS the server speaks -----------------------------------------------------------------
+
+# The server's refusal of a TLS 1.2 client that offers only suites outside its list (alert 40).
+NO_SHARED_CIPHER = re.compile(r"alert handshake failure|no shared cipher|no cipher match")
+TLS13_DEFAULT_SUITES = {"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"}
+
+
+@pytest.mark.parametrize("cipher, accepted", [
+    ("AES128-SHA", False),                    # RSA key exchange, CBC, SHA-1 MAC
+    ("AES256-GCM-SHA384", False),             # RSA key exchange (no forward secrecy), even with AEAD
+    ("ECDHE-RSA-AES128-SHA", False),          # ECDHE, but CBC with a SHA-1 MAC
+    ("ECDHE-RSA-AES256-SHA384", False),       # ECDHE, but CBC
+    ("ECDHE-RSA-AES128-GCM-SHA256", True),
+    ("ECDHE-RSA-AES256-GCM-SHA384", True),
+    ("ECDHE-RSA-CHACHA20-POLY1305", True),
+])
+def test_tls_1_2_negotiates_only_ecdhe_with_aead(serve, certs, cipher, accepted):
+    s = serve(*ROUTES, *tls_args(certs))
+    r = s_client(s.port, "-tls1_2", "-cipher", cipher)
+    if accepted:
+        assert (r.returncode, r.protocol, r.cipher) == (0, "TLSv1.2", cipher), r
+    else:
+        assert (r.returncode, r.protocol, r.cipher) == (1, None, None), r
+        assert re.search(r"^New, \(NONE\), Cipher is \(NONE\)", r.out, re.M), r
+        assert NO_SHARED_CIPHER.search(r.out), r
+    assert healthy(s.port, tls=client_tls_context(cafile=str(certs / "cert.pem")))
+
+
+def test_the_server_picks_the_suite_by_its_own_order(serve, certs):
+    """A client that prefers ChaCha20 over AES-128-GCM gets the server's first choice, AES-128-GCM."""
+    s = serve(*ROUTES, *pfx_args(certs))
+    r = s_client(s.port, "-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256")
+    assert (r.returncode, r.protocol, r.cipher) == (0, "TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"), r
+
+
+def test_tls_1_3_keeps_openssls_default_suites(serve, certs):
+    s = serve(*ROUTES, *tls_args(certs))
+    r = s_client(s.port, "-tls1_3")
+    assert r.returncode == 0 and r.protocol == "TLSv1.3" and r.cipher in TLS13_DEFAULT_SUITES, r
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_tls_min_version_1_3_refuses_a_tls_1_2_handshake(serve, certs, how):
+    if how == "flag":
+        s = serve(*ROUTES, *tls_args(certs), "--tls-min-version", "1.3")
+    else:
+        s = serve(*ROUTES, *tls_args(certs), env={"WSIG_TLS_MIN_VERSION": "1.3"})
+    old = s_client(s.port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert (old.returncode, old.protocol, old.cipher) == (1, None, None), old
+    assert re.search(r"alert protocol version|unsupported protocol", old.out), old
+    new = s_client(s.port, "-tls1_3")
+    assert new.returncode == 0 and new.protocol == "TLSv1.3" and new.cipher in TLS13_DEFAULT_SUITES, new
+    exercise(s, certs)  # Python's websockets over wss and an https push still work
+
+
+@pytest.mark.parametrize("value", ["1.1", "1.0", "tls1.3", ""])
+def test_a_bad_tls_min_version_is_a_usage_error(certs, value):
+    r = run_wsig("serve", "-p", "0", *ROUTES, *tls_args(certs), "--tls-min-version", value, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "--tls-min-version" in r.stderr and r.stdout == ""

@@ -112,7 +112,7 @@ struct server_fixture {
         auto key = st->opts.signing.key_for(user_agent, "127.0.0.1");
         for (auto const& f : fakes) {
             wsig::connection_info info{.name = f.name, .group = f.group,
-                                       .client_id = st->opts.signing.enabled ? wsig::sign(f.id, key) : f.id,
+                                       .client_id = st->opts.signing.enabled ? wsig::sign(f.id, key).value() : f.id,
                                        .scope = f.scope, .path = "/fake", .remote = "127.0.0.1:40000"};
             auto c = std::make_shared<fake_connection>(std::move(info));
             if (st->reg.add(c)) fail("two fakes with the same Name and ClientId", f.id);

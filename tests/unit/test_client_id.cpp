@@ -20,7 +20,7 @@ TEST_CASE("client id: the first three groups are little-endian, as .NET's Guid(b
 TEST_CASE("client id: new IDs are lowercase GUIDs and do not repeat") {
     std::set<std::string> seen;
     for (int i = 0; i < 1000; ++i) {
-        auto id = wsig::new_client_id();
+        auto id = wsig::new_client_id().value();
         REQUIRE(wsig::looks_like_guid(id));
         for (char c : id) CHECK_FALSE((c >= 'A' && c <= 'Z'));
         seen.insert(id);

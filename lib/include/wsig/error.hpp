@@ -17,6 +17,7 @@ enum class errc {
     bad_signature,         // the HMAC does not match
     broadcast_level,       // a send refused by the broadcast level of its Name
     io,                    // a file or socket operation failed
+    crypto,                // an OpenSSL primitive failed (HMAC, random bytes): never the input's fault
 };
 
 struct error {

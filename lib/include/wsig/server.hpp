@@ -44,6 +44,7 @@ struct schedule_spec {
 result<schedule_spec> parse_schedule(std::string_view spec);
 
 enum class slow_client_policy { drop, close };
+enum class tls_version { v1_2, v1_3 };  // the oldest TLS version the server speaks (--tls-min-version)
 enum class log_format { text, json };
 enum class log_level { quiet, info, debug };  // -q: errors and warnings only; -v: per-connection events
 
@@ -59,6 +60,7 @@ struct server_options {
     signing_config signing;             // off unless a secret is given
     std::string tls_cert, tls_key;      // PEM files; both or neither
     std::string pfx, pfx_password;      // PKCS#12 alternative (the password itself, read by the CLI)
+    tls_version tls_min_version = tls_version::v1_2;  // 1.2: older browsers and clients still need it
     std::vector<std::string> allow_origins;  // empty: every Origin (as Pode), but exec= routes only their own
     std::string api_key;                // empty: the push/admin API is open (it binds to loopback by default)
     std::uint64_t max_message_size = 1 << 20;  // 1 MiB: bounded memory per read; larger closes with 1009
