@@ -23,6 +23,8 @@
 #include <string_view>
 #include <variant>
 
+#include <unistd.h>
+
 namespace {
 
 using namespace wsig_fuzz;
@@ -140,6 +142,14 @@ void check_no_leak(std::string_view raw, std::string const& wire) {
             WSIG_FUZZ_CHECK(wire.find(secret_text) == std::string::npos, wire);
 }
 
+// The bytes a file part stands for (the fixture's files are a few bytes).
+std::string file_bytes(wsig::detail::file_part const& part) {
+    std::string out(static_cast<std::size_t>(std::min<std::uint64_t>(part.length, 1 << 20)), '\0');
+    auto n = ::pread(part.fd.get(), out.data(), out.size(), static_cast<off_t>(part.offset));
+    out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    return out;
+}
+
 // One connection's worth of requests; false when the connection would end here.
 bool one_request(server_fixture& f, std::string_view raw, std::string_view& in) {
     auto& st = *f.st;
@@ -161,11 +171,14 @@ bool one_request(server_fixture& f, std::string_view raw, std::string_view& in) 
         --st.ws_count;  // what the WebSocket session does when it ends
         return false;   // the rest of the bytes are WebSocket frames
     }
-    auto res = wsig::detail::handle_http(st, *req, remote()).res;  // a static file's bytes are not read here
+    auto reply = wsig::detail::handle_http(st, *req, remote());
+    auto const& res = reply.res;
     trace(f.label, *req, res.result_int());
     bool head = req->method() == http::verb::head;
+    WSIG_FUZZ_CHECK(!(head && reply.file), describe(*req));  // HEAD reads no file
     check_response(res, head);
     auto wire = text_of(res);
+    if (reply.file) wire += file_bytes(*reply.file);  // what the session would stream after the head
     check_no_leak(raw, wire);
     WSIG_FUZZ_CHECK(st.ws_count == 0, wire);
     auto target = wsig::detail::origin_form(req->target());
