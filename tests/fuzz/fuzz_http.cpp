@@ -176,7 +176,7 @@ bool one_request(server_fixture& f, std::string_view raw, std::string_view& in) 
     trace(f.label, *req, res.result_int());
     bool head = req->method() == http::verb::head;
     WSIG_FUZZ_CHECK(!(head && reply.file), describe(*req));  // HEAD reads no file
-    check_response(res, head);
+    check_response(res, head, reply.file ? std::optional(reply.file->length) : std::nullopt);
     auto wire = text_of(res);
     if (reply.file) wire += file_bytes(*reply.file);  // what the session would stream after the head
     check_no_leak(raw, wire);
