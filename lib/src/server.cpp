@@ -387,36 +387,11 @@ split_target parse_target(std::string_view raw_target) {
 }
 
 bool valid_utf8(std::string_view s) {
-    auto const* p = reinterpret_cast<unsigned char const*>(s.data());
-    auto const* end = p + s.size();
-    while (p < end) {
-        unsigned c = *p;
-        int n = 0;
-        std::uint32_t cp = 0;
-        if (c < 0x80) {
-            ++p;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (end - p <= n) return false;
-        for (int i = 1; i <= n; ++i) {
-            if ((p[i] & 0xC0) != 0x80) return false;
-            cp = (cp << 6) | (p[i] & 0x3F);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        p += n + 1;
+    std::uint32_t cp = 0;
+    while (!s.empty()) {
+        auto n = utf8_sequence(s, cp);
+        if (n == 0) return false;
+        s.remove_prefix(n);
     }
     return true;
 }
