@@ -1,6 +1,6 @@
 // Fuzzes the parser of signal-route action lines (what a handler command prints, often built from
 // client data): any bytes give an action or an error, never a crash, a throw or a deep value.
-#include "handlers.hpp"
+#include "commands/external_commands.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -7,7 +7,7 @@
 // Two servers take every input. "full": routes with a fixed group and a local route with exec=, an
 // echo path, the demo page at / and /msg, --static for the rest, client-chosen IDs, signing, an API
 // key and allowed origins. "open": --auto-upgrade, strict signing, local default scope, no API key.
-// The command handlers (--signal-route, hooks, --every) are left out: they need a running
+// The external commands (--signal-route, hooks, --every) are left out: they need a running
 // executor, and neither plan_upgrade nor handle_http calls them.
 #include "server_fixture.hpp"
 

@@ -3,7 +3,7 @@
 // sets it up, and the checks every response must pass.
 #pragma once
 
-#include "server_state.hpp"
+#include "server/state.hpp"
 
 #include <wsig/registry.hpp>
 #include <wsig/signing.hpp>
@@ -99,7 +99,7 @@ inline std::vector<fake_spec> default_fakes() {
 }
 
 // A server_state as run_server builds it, minus the sockets, the io_context and the command
-// handlers (these need an executor; handle_http and plan_upgrade never use them).
+// external commands (these need an executor; handle_http and plan_upgrade never use them).
 struct server_fixture {
     std::string label;
     std::unique_ptr<server_state> st;

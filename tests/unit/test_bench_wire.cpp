@@ -2,7 +2,7 @@
 // lengths a hostile server can announce (overflow, absurd sizes, truncation).
 #include "catch.hpp"
 
-#include "bench_wire.hpp"
+#include "bench/wire.hpp"
 
 #include <cstdio>
 #include <string>

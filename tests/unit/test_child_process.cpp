@@ -1,7 +1,7 @@
 // Child processes: lines both ways, whole output, environment, bounded stdin, termination, no fd leaks.
 #include "catch.hpp"
 
-#include "child_process.hpp"
+#include "commands/child_process.hpp"
 
 #include <boost/asio/io_context.hpp>
 

@@ -1,7 +1,7 @@
 // The session's send queue: small frames copied into runs, big ones shared, order kept.
 #include "catch.hpp"
 
-#include "send_queue.hpp"
+#include "server/send_queue.hpp"
 
 #include <string>
 

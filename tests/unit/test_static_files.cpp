@@ -2,7 +2,7 @@
 // validators, conditional requests and byte ranges (RFC 9110 13 and 14).
 #include "catch.hpp"
 
-#include "static_files.hpp"
+#include "server/static_files.hpp"
 
 #include <unistd.h>
 

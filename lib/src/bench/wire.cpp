@@ -1,5 +1,5 @@
 // URL parsing, the HTTP/1.1 upgrade and its response, for the `wsig bench` client.
-#include "bench_wire.hpp"
+#include "bench/wire.hpp"
 
 #include <wsig/base64.hpp>
 

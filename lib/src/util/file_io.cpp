@@ -1,5 +1,5 @@
 // Whole writes and atomic file replacement (file_io.hpp).
-#include "file_io.hpp"
+#include "util/file_io.hpp"
 
 #include <fmt/format.h>
 #include <openssl/rand.h>

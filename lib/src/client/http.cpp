@@ -1,6 +1,6 @@
 // `wsig send`: the request-header push over http(s) (POST with X-Pode-Signal-*), and the
 // dispatch to the ws(s) envelope sender; HTTP statuses become exit codes here.
-#include "client_detail.hpp"
+#include "client/detail.hpp"
 
 #include <wsig/json.hpp>
 

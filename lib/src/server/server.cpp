@@ -1,8 +1,8 @@
 // `wsig serve`: the listener, the lifecycle (signals, drain), and the HTTP surface: upgrade
 // decisions, the push API, the admin API, health and metrics, and client-message routing.
-#include "file_io.hpp"
-#include "server_state.hpp"
-#include "static_files.hpp"
+#include "util/file_io.hpp"
+#include "server/state.hpp"
+#include "server/static_files.hpp"
 
 #include <wsig/client_id.hpp>
 #include <wsig/envelope.hpp>
@@ -912,18 +912,18 @@ http_reply serve_static(server_state& st, request const& req) {
 
 }  // namespace
 
-severity to_severity(handler_log level) noexcept {
+severity to_severity(command_log level) noexcept {
     switch (level) {
-    case handler_log::debug: return severity::debug;
-    case handler_log::info: return severity::info;
-    case handler_log::warning: return severity::warning;
-    case handler_log::error: return severity::error;
+    case command_log::debug: return severity::debug;
+    case command_log::info: return severity::info;
+    case command_log::warning: return severity::warning;
+    case command_log::error: return severity::error;
     }
     return severity::error;
 }
 
-handler_logger handler_logger_for(server_state& st) {
-    return [&st](handler_log level, std::string message) { st.log.log(to_severity(level), message); };
+command_logger command_logger_for(server_state& st) {
+    return [&st](command_log level, std::string message) { st.log.log(to_severity(level), message); };
 }
 
 namespace {
@@ -1010,8 +1010,8 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
         return;
     }
     // A signal route takes every message of its sockets: nothing is auto-routed (Pode's rule).
-    if (st.handlers && st.handlers->routes(from.path)) {
-        st.handlers->on_message(sender.self(), from.path, std::move(*env));
+    if (st.commands && st.commands->routes(from.path)) {
+        st.commands->on_message(sender.self(), from.path, std::move(*env));
         return;
     }
     if (kind == session_kind::demo && !env->direct && env->message.is_string() &&
@@ -1131,10 +1131,10 @@ result<void> setup_tls(ssl::context& ctx, server_options const& o) {
     return {};
 }
 
-class listener {
+class acceptor {
 public:
     // Accepts on the first loop and hands the connections to the loops in turn.
-    listener(std::vector<std::unique_ptr<event_loop>>& loops, server_state& st, ssl::context* tls)
+    acceptor(std::vector<std::unique_ptr<event_loop>>& loops, server_state& st, ssl::context* tls)
         : loops_(loops), st_(st), tls_(tls), acceptor_(loops.front()->context()), retry_(loops.front()->context()) {}
 
     result<tcp::endpoint> open(tcp::endpoint ep) {
@@ -1250,7 +1250,7 @@ int run_server(server_options options) {
         }
     }
 
-    // One loop per thread; the first also runs the listener, the signals and the command handlers.
+    // One loop per thread; the first also runs the listener, the signals and the external commands.
     std::vector<std::unique_ptr<event_loop>> loops;
     for (unsigned i = 0; i < threads; ++i) loops.push_back(std::make_unique<event_loop>());
     auto& ioc = loops.front()->context();
@@ -1258,16 +1258,16 @@ int run_server(server_options options) {
         for (auto& l : loops) l->stop();
     };
     if (!o.signal_routes.empty() || !o.on_connect.empty() || !o.on_disconnect.empty() || !o.schedules.empty()) {
-        st.handlers = std::make_shared<command_handlers>(
+        st.commands = std::make_shared<external_commands>(
             ioc.get_executor(), st.reg, o.levels,
-            handler_options{.signal_routes = o.signal_routes, .on_connect = o.on_connect,
+            command_options{.signal_routes = o.signal_routes, .on_connect = o.on_connect,
                             .on_disconnect = o.on_disconnect, .schedules = o.schedules,
                             .max_queue = o.send_queue, .max_output_line = o.max_message_size,
                             .max_json_depth = o.max_json_depth},
-            handler_logger_for(st));
-        st.handlers->start();
+            command_logger_for(st));
+        st.commands->start();
     }
-    listener lis(loops, st, tls ? &*tls : nullptr);
+    acceptor lis(loops, st, tls ? &*tls : nullptr);
     auto local = lis.open(*ep);
     if (!local) {
         st.log.log(severity::error, local.error().message);
@@ -1297,15 +1297,15 @@ int run_server(server_options options) {
     auto deadline = std::chrono::steady_clock::now();
     bool aborted = false;
 
-    bool handlers_stopped = false;
+    bool commands_stopped = false;
     std::function<void()> poll_drain = [&] {
         bool drained = st.ws_count.load() == 0;
-        if (drained && st.handlers && !handlers_stopped) {
+        if (drained && st.commands && !commands_stopped) {
             // Every socket is closed: end the commands; the disconnect hooks of the shutdown still run.
-            handlers_stopped = true;
-            st.handlers->stop();
+            commands_stopped = true;
+            st.commands->stop();
         }
-        if (drained && (!st.handlers || st.handlers->idle())) {
+        if (drained && (!st.commands || st.commands->idle())) {
             stop_loops();
             return;
         }
@@ -1315,9 +1315,9 @@ int run_server(server_options options) {
                 return;
             }
             aborted = true;
-            if (st.handlers && !handlers_stopped) {
-                handlers_stopped = true;
-                st.handlers->stop();
+            if (st.commands && !commands_stopped) {
+                commands_stopped = true;
+                st.commands->stop();
             }
             st.log.log(severity::info, fmt::format("shutdown timeout: dropping {} connection(s)", st.ws_count.load()));
             for (auto const& s : st.live_sessions()) s->abort();
@@ -1354,7 +1354,7 @@ int run_server(server_options options) {
     // The loop is stopped: break the cycles a parked write or read holds before everything goes.
     for (auto const& s : st.live_sessions()) s->release_parked();
     st.reg.drop_cached_lists();  // sessions it alone still holds go now, while their loops exist
-    st.handlers.reset();  // children still running are ended and reaped before the io_context goes
+    st.commands.reset();  // children still running are ended and reaped before the io_context goes
     st.log.log(severity::info, "stopped");
     return to_int(exit_code::ok);
 }

@@ -1,5 +1,5 @@
 // Signal routes, hooks, local-route processes and schedules: external commands driving the server.
-#include "handlers.hpp"
+#include "commands/external_commands.hpp"
 
 #include <wsig/message.hpp>
 #include <wsig/units.hpp>
@@ -117,7 +117,7 @@ result<schedule_spec> parse_schedule(std::string_view spec) {
 
 namespace wsig::detail {
 
-struct command_handlers::route_runner {
+struct external_commands::route_runner {
     signal_route_spec spec;
     std::optional<std::regex> pattern;  // Pode: exact match first, then ^PATH$ case-insensitively
     std::shared_ptr<child_process> child;
@@ -131,8 +131,8 @@ struct command_handlers::route_runner {
     std::uint64_t drops_logged = 0;
 };
 
-command_handlers::command_handlers(asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
-                                   handler_options options, handler_logger log)
+external_commands::external_commands(asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
+                                   command_options options, command_logger log)
     : strand_(asio::make_strand(executor)),
       registry_(reg),
       levels_(levels),
@@ -151,11 +151,11 @@ command_handlers::command_handlers(asio::any_io_executor executor, registry& reg
     }
 }
 
-void command_handlers::log(handler_log level, std::string message) const {
+void external_commands::log(command_log level, std::string message) const {
     if (log_) log_(level, std::move(message));
 }
 
-void command_handlers::start() {
+void external_commands::start() {
     asio::post(strand_, [self = shared_from_this()] {
         for (std::size_t i = 0; i < self->routes_.size(); ++i) self->start_route(i);
         for (std::size_t i = 0; i < self->options_.schedules.size(); ++i) {
@@ -166,7 +166,7 @@ void command_handlers::start() {
     });
 }
 
-void command_handlers::stop() {
+void external_commands::stop() {
     asio::post(strand_, [self = shared_from_this()] {
         self->stopped_ = true;
         for (auto& r : self->routes_) {
@@ -179,7 +179,7 @@ void command_handlers::stop() {
     });
 }
 
-bool command_handlers::routes(std::string_view socket_path) const {
+bool external_commands::routes(std::string_view socket_path) const {
     for (auto const& r : routes_)
         if (r->spec.path == socket_path) return true;
     for (auto const& r : routes_)
@@ -192,16 +192,16 @@ namespace {
 // A command's stderr lines (and a hook's stdout) as log records: escaped and cut by the logger like
 // every other line, so what a command prints (or echoes of a client's data) cannot forge a record
 // or drive the terminal. Info level: it is the command's own output, not the server's warning.
-std::function<void(std::string)> output_to_log(handler_logger const& log, std::string source) {
+std::function<void(std::string)> output_to_log(command_logger const& log, std::string source) {
     if (!log) return {};
     return [log, source = std::move(source)](std::string line) {
-        log(handler_log::info, fmt::format("{}: {}", source, line));
+        log(command_log::info, fmt::format("{}: {}", source, line));
     };
 }
 
 }  // namespace
 
-void command_handlers::start_route(std::size_t index) {
+void external_commands::start_route(std::size_t index) {
     auto& r = *routes_[index];
     auto weak = weak_from_this();
     auto child = child_process::start(
@@ -226,7 +226,7 @@ void command_handlers::start_route(std::size_t index) {
                                    : std::min(self->options_.restart_max,
                                               std::max(self->options_.restart_min, run.backoff * 2));
                  self->restarts_++;
-                 self->log(handler_log::error,
+                 self->log(command_log::error,
                            fmt::format("signal route {}: command {}; restarting in {}", run.spec.path,
                                        describe_status(status), format_duration(run.backoff)));
                  run.restart_timer->expires_after(run.backoff);
@@ -238,7 +238,7 @@ void command_handlers::start_route(std::size_t index) {
          .on_stderr_line = output_to_log(log_, fmt::format("signal route {}", r.spec.path))});
     r.started = std::chrono::steady_clock::now();
     if (!child) {
-        log(handler_log::error, fmt::format("signal route {}: {}", r.spec.path, child.error().message));
+        log(command_log::error, fmt::format("signal route {}: {}", r.spec.path, child.error().message));
         r.backoff = std::min(options_.restart_max, std::max(options_.restart_min, r.backoff * 2));
         r.restart_timer->expires_after(r.backoff);
         r.restart_timer->async_wait([weak, index](boost::system::error_code ec) {
@@ -249,11 +249,11 @@ void command_handlers::start_route(std::size_t index) {
     }
     r.child = *child;
     ++running_;
-    log(handler_log::info, fmt::format("signal route {}: started '{}' (pid {})", r.spec.path, r.spec.command,
+    log(command_log::info, fmt::format("signal route {}: started '{}' (pid {})", r.spec.path, r.spec.command,
                                        r.child->pid()));
 }
 
-void command_handlers::on_message(connection_ptr const& sender, std::string_view socket_path, envelope env) {
+void external_commands::on_message(connection_ptr const& sender, std::string_view socket_path, envelope env) {
     json event = {{"event", "message"},
                   {"id", 0},
                   {"ts", rfc3339_now()},
@@ -285,7 +285,7 @@ void command_handlers::on_message(connection_ptr const& sender, std::string_view
         if (!run->child || !run->child->write_line(line)) {
             auto dropped = ++self->dropped_events_;
             if (run->drops_logged++ % 1000 == 0)
-                self->log(handler_log::warning,
+                self->log(command_log::warning,
                           fmt::format("signal route {}: command {}; event {} dropped ({} dropped in all)", path,
                                       run->child ? "is not reading fast enough" : "is not running", id, dropped));
             return;
@@ -334,10 +334,10 @@ result<signal_action> parse_action_line(std::string_view line, std::size_t max_d
     return out;
 }
 
-void command_handlers::on_action(std::size_t index, std::string const& line, bool truncated) {
+void external_commands::on_action(std::size_t index, std::string const& line, bool truncated) {
     auto& run = *routes_[index];
     auto bad = [&](std::string_view why) {
-        log(handler_log::warning, fmt::format("signal route {}: action line skipped: {}", run.spec.path, why));
+        log(command_log::warning, fmt::format("signal route {}: action line skipped: {}", run.spec.path, why));
     };
     if (truncated) return bad("longer than the output limit");
     if (line.find_first_not_of(" \t") == std::string::npos) return;  // blank lines are not actions
@@ -346,7 +346,7 @@ void command_handlers::on_action(std::size_t index, std::string const& line, boo
     if (auto const& send = action->send) {
         auto recipients = resolve_targets(registry_, levels_, send->to);
         if (!recipients) {
-            log(handler_log::warning,
+            log(command_log::warning,
                 fmt::format("signal route {}: send refused: {}", run.spec.path, recipients.error().message));
         } else {
             auto message = frame_for(send->payload);
@@ -358,7 +358,7 @@ void command_handlers::on_action(std::size_t index, std::string const& line, boo
         auto sender = run.senders.find(id);
         auto conn = sender == run.senders.end() ? nullptr : sender->second.lock();
         if (!conn) {
-            log(handler_log::debug, fmt::format("signal route {}: reply to event {} dropped: its sender is gone",
+            log(command_log::debug, fmt::format("signal route {}: reply to event {} dropped: its sender is gone",
                                                 run.spec.path, id));
         } else {
             conn->send(frame_for(reply->payload));
@@ -368,15 +368,15 @@ void command_handlers::on_action(std::size_t index, std::string const& line, boo
         for (auto const& c : registry_.select(*close)) c->close(1000, "closed by handler");
 }
 
-void command_handlers::on_connect(connection_info const& info) {
+void external_commands::on_connect(connection_info const& info) {
     if (!options_.on_connect.empty()) run_hook(options_.on_connect, info, "connect", 0, {});
 }
 
-void command_handlers::on_disconnect(connection_info const& info, std::uint16_t code, std::string_view reason) {
+void external_commands::on_disconnect(connection_info const& info, std::uint16_t code, std::string_view reason) {
     if (!options_.on_disconnect.empty()) run_hook(options_.on_disconnect, info, "disconnect", code, reason);
 }
 
-void command_handlers::run_hook(std::string const& command, connection_info const& info, std::string_view type,
+void external_commands::run_hook(std::string const& command, connection_info const& info, std::string_view type,
                                 std::uint16_t code, std::string_view reason) {
     json event = {{"type", type}, {"name", info.name}, {"ts", rfc3339_now()}, {"connection", connection_json(info)}};
     environment env = {{"WSIG_EVENT", std::string(type)},
@@ -396,7 +396,7 @@ void command_handlers::run_hook(std::string const& command, connection_info cons
         if (self->pending_hooks_.size() >= self->options_.max_pending_hooks) {
             auto dropped = ++self->dropped_hooks_;
             if (dropped % 1000 == 1)
-                self->log(handler_log::warning,
+                self->log(command_log::warning,
                           fmt::format("hooks: too many waiting; event dropped ({} dropped in all)", dropped));
             return;
         }
@@ -406,7 +406,7 @@ void command_handlers::run_hook(std::string const& command, connection_info cons
     });
 }
 
-void command_handlers::launch_hooks() {
+void external_commands::launch_hooks() {
     // Hooks queued before stop() still run: they report the disconnects of a shutdown.
     while (running_hooks_ < options_.max_running_hooks && !pending_hooks_.empty()) {
         auto hook = std::move(pending_hooks_.front());
@@ -428,12 +428,12 @@ void command_handlers::launch_hooks() {
                  --self->running_hooks_;
                  --self->running_;
                  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-                     self->log(handler_log::warning, fmt::format("hook '{}' {}", command, describe_status(status)));
+                     self->log(command_log::warning, fmt::format("hook '{}' {}", command, describe_status(status)));
                  self->launch_hooks();
              },
              .on_stderr_line = output_to_log(log_, fmt::format("hook '{}'", hook.command))});
         if (!child) {
-            log(handler_log::error, fmt::format("hook: {}", child.error().message));
+            log(command_log::error, fmt::format("hook: {}", child.error().message));
             --running_;
             continue;
         }
@@ -446,7 +446,7 @@ void command_handlers::launch_hooks() {
             auto running = state->child.lock();
             if (ec || !running) return;
             if (auto self = weak.lock())
-                self->log(handler_log::warning,
+                self->log(command_log::warning,
                           fmt::format("hook '{}' still running after {}: ending it", command,
                                       format_duration(self->options_.hook_timeout)));
             running->terminate();
@@ -454,7 +454,7 @@ void command_handlers::launch_hooks() {
     }
 }
 
-void command_handlers::arm_schedule(std::size_t index) {
+void external_commands::arm_schedule(std::size_t index) {
     auto& timer = *schedule_timers_[index];
     timer.expires_after(options_.schedules[index].period);
     timer.async_wait([weak = weak_from_this(), index](boost::system::error_code ec) {
@@ -465,10 +465,10 @@ void command_handlers::arm_schedule(std::size_t index) {
     });
 }
 
-void command_handlers::run_schedule(std::size_t index) {
+void external_commands::run_schedule(std::size_t index) {
     auto const& spec = options_.schedules[index];
     if (schedule_children_[index]) {
-        log(handler_log::warning, fmt::format("every {} for {}: the previous run of '{}' is still going; skipped",
+        log(command_log::warning, fmt::format("every {} for {}: the previous run of '{}' is still going; skipped",
                                               format_duration(spec.period), spec.name, spec.command));
         return;
     }
@@ -484,7 +484,7 @@ void command_handlers::run_schedule(std::size_t index) {
             --self->running_;
             auto const& s = self->options_.schedules[index];
             if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-                self->log(handler_log::warning, fmt::format("every {} for {}: '{}' {}; nothing sent",
+                self->log(command_log::warning, fmt::format("every {} for {}: '{}' {}; nothing sent",
                                                             format_duration(s.period), s.name, s.command,
                                                             describe_status(status)));
                 return;
@@ -493,7 +493,7 @@ void command_handlers::run_schedule(std::size_t index) {
             if (output.empty()) return;  // as Pode: an empty message is not sent
             auto recipients = resolve_targets(self->registry_, self->levels_, {.names = {s.name}});
             if (!recipients) {
-                self->log(handler_log::warning, fmt::format("every {}: {}", format_duration(s.period),
+                self->log(command_log::warning, fmt::format("every {}: {}", format_duration(s.period),
                                                             recipients.error().message));
                 return;
             }
@@ -502,20 +502,20 @@ void command_handlers::run_schedule(std::size_t index) {
         },
         .on_stderr_line = output_to_log(log_, fmt::format("every {}", format_duration(spec.period)))});
     if (!child) {
-        log(handler_log::error, fmt::format("every {}: {}", format_duration(spec.period), child.error().message));
+        log(command_log::error, fmt::format("every {}: {}", format_duration(spec.period), child.error().message));
         return;
     }
     schedule_children_[index] = *child;
     ++running_;
 }
 
-local_process::local_process(asio::any_io_executor executor, std::weak_ptr<connection> conn, handler_logger log)
+local_process::local_process(asio::any_io_executor executor, std::weak_ptr<connection> conn, command_logger log)
     : strand_(asio::make_strand(executor)), conn_(std::move(conn)), log_(std::move(log)) {}
 
 result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executor executor, std::string command,
                                                             std::weak_ptr<connection> conn,
                                                             connection_info const& info, std::size_t max_queue,
-                                                            std::size_t max_line, handler_logger log,
+                                                            std::size_t max_line, command_logger log,
                                                             std::shared_ptr<void> slot) {
     auto self = std::make_shared<local_process>(executor, conn, log);
     environment env = {{"WSIG_EVENT", "local"},
@@ -539,7 +539,7 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
                  if (!s) return;
                  if (!s->gone_) {
                      if (s->log_)
-                         s->log_(handler_log::debug, fmt::format("local route '{}' {}: closing its connection",
+                         s->log_(command_log::debug, fmt::format("local route '{}' {}: closing its connection",
                                                                  command, describe_status(status)));
                      if (auto c = s->conn_.lock()) c->close(1000, "handler exited");
                  }
@@ -554,7 +554,7 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
 void local_process::on_client_message(std::string_view text) {
     asio::post(strand_, [self = shared_from_this(), text = std::string(text)] {
         if (self->child_ && !self->child_->write_line(text) && self->log_)
-            self->log_(handler_log::warning, "local route: the command is not reading; message dropped");
+            self->log_(command_log::warning, "local route: the command is not reading; message dropped");
     });
 }
 

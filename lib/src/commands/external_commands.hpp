@@ -1,9 +1,9 @@
-// Command handlers of `wsig serve`: signal routes (--signal-route), connect/disconnect hooks,
+// External commands of `wsig serve`: signal routes (--signal-route), connect/disconnect hooks,
 // local-route processes (exec=) and schedules (--every). Pode's Add-PodeSignalRoute,
 // Register-PodeSignalEvent, local scope and Add-PodeSchedule, with external commands.
 #pragma once
 
-#include "child_process.hpp"
+#include "commands/child_process.hpp"
 
 #include <wsig/envelope.hpp>
 #include <wsig/json.hpp>
@@ -30,10 +30,10 @@
 
 namespace wsig::detail {
 
-enum class handler_log { debug, info, warning, error };
-using handler_logger = std::function<void(handler_log, std::string)>;
+enum class command_log { debug, info, warning, error };
+using command_logger = std::function<void(command_log, std::string)>;
 
-struct handler_options {
+struct command_options {
     std::vector<wsig::signal_route_spec> signal_routes = {};
     std::string on_connect = {};     // empty: no hook
     std::string on_disconnect = {};  // empty: no hook
@@ -73,10 +73,10 @@ result<signal_action> parse_action_line(std::string_view line, std::size_t max_d
 
 // What the handlers need of the server beyond the registry: the broadcast levels and how a payload
 // becomes a frame are in the core library already; sending uses connection::send.
-class command_handlers : public std::enable_shared_from_this<command_handlers> {
+class external_commands : public std::enable_shared_from_this<external_commands> {
 public:
-    command_handlers(boost::asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
-                     handler_options options, handler_logger log);
+    external_commands(boost::asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
+                     command_options options, command_logger log);
 
     void start();  // starts the signal-route commands and the schedules
     // Ends the signal-route commands and schedules (SIGTERM, then SIGKILL after a grace period) and takes
@@ -116,13 +116,13 @@ private:
     void launch_hooks();
     void arm_schedule(std::size_t index);
     void run_schedule(std::size_t index);
-    void log(handler_log level, std::string message) const;
+    void log(command_log level, std::string message) const;
 
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     registry& registry_;
     broadcast_levels const& levels_;
-    handler_options options_;
-    handler_logger log_;
+    command_options options_;
+    command_logger log_;
     std::vector<std::shared_ptr<route_runner>> routes_;
     std::deque<pending_hook> pending_hooks_;
     std::size_t running_hooks_ = 0;
@@ -144,16 +144,16 @@ public:
     static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor executor, std::string command,
                                                         std::weak_ptr<connection> conn, connection_info const& info,
                                                         std::size_t max_queue, std::size_t max_line,
-                                                        handler_logger log, std::shared_ptr<void> slot = {});
+                                                        command_logger log, std::shared_ptr<void> slot = {});
     void on_client_message(std::string_view text);  // thread-safe
     void on_client_gone();                          // thread-safe; ends the process
 
-    local_process(boost::asio::any_io_executor executor, std::weak_ptr<connection> conn, handler_logger log);
+    local_process(boost::asio::any_io_executor executor, std::weak_ptr<connection> conn, command_logger log);
 
 private:
     boost::asio::strand<boost::asio::any_io_executor> strand_;
     std::weak_ptr<connection> conn_;
-    handler_logger log_;
+    command_logger log_;
     std::shared_ptr<child_process> child_;
     bool gone_ = false;
 };

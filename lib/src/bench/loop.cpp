@@ -1,7 +1,7 @@
 // One event loop of `wsig bench`: non-blocking sockets on epoll, the HTTP upgrade, RFC 6455 client
 // framing (masked frames, 7/16/64-bit lengths, continuation frames, ping -> pong, close), and what
 // each mode does with a message.
-#include "bench_engine.hpp"
+#include "bench/engine.hpp"
 
 #include <fmt/format.h>
 
@@ -85,7 +85,7 @@ loop::~loop() {
 }
 
 void loop::add(role r) {
-    conn c;
+    load_connection c;
     c.r = r;
     c.in_setup = r != role::connector;
     if (r == role::pub || r == role::push) publishers_.push_back(static_cast<std::uint32_t>(conns_.size()));
@@ -105,7 +105,7 @@ void loop::count_error(fail kind) {
     progress_errors.store(total_errors_, std::memory_order_relaxed);
 }
 
-void loop::set_open(conn& c, bool open) {
+void loop::set_open(load_connection& c, bool open) {
     if (c.counted_open == open) return;
     c.counted_open = open;
     open_ += open ? 1 : -1;
@@ -113,7 +113,7 @@ void loop::set_open(conn& c, bool open) {
     if (c.r == role::sub) sh_.subscribers.fetch_add(open ? 1 : -1, std::memory_order_acq_rel);
 }
 
-void loop::close_fd(conn& c) {
+void loop::close_fd(load_connection& c) {
     if (c.fd >= 0) {
         ::close(c.fd);  // also removes it from the epoll set
         c.fd = -1;
@@ -139,7 +139,7 @@ void loop::close_fd(conn& c) {
 // per load-generator thread without it). A read stops at a short read (drained) or leaves the
 // socket in more_ (on_readable), so no data is left behind without an edge to come; after a FIN
 // (EPOLLRDHUP) a short read is not the end: the FIN is read after the data.
-void loop::arm(conn& c, bool out) {
+void loop::arm(load_connection& c, bool out) {
     if (c.out_armed == out || c.fd < 0) return;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (out ? EPOLLOUT : 0u);
@@ -148,7 +148,7 @@ void loop::arm(conn& c, bool out) {
     c.out_armed = out;
 }
 
-void loop::handshake_ended(conn& c) {
+void loop::handshake_ended(load_connection& c) {
     bool const was_pending = c.s == state::connecting || c.s == state::upgrading;
     if (was_pending && pending_ > 0) --pending_;
     if (c.in_setup) {
@@ -177,7 +177,7 @@ void loop::connect_or_queue(std::uint32_t i) {
 }
 
 void loop::start_connect(std::uint32_t i) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     close_fd(c);
     ++c.gen;
     c.retry_at = 0;
@@ -215,7 +215,7 @@ void loop::start_connect(std::uint32_t i) {
 }
 
 void loop::failed(std::uint32_t i, fail kind, std::string const& message, exit_code code) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     count_error(kind);
     handshake_ended(c);
     set_open(c, false);
@@ -276,14 +276,14 @@ void loop::run() {
                 wake_pending_.store(false, std::memory_order_release);
                 continue;
             }
-            if (conn* c = live(data))
+            if (load_connection* c = live(data))
                 on_event(static_cast<std::uint32_t>(c - conns_.data()), events[static_cast<std::size_t>(k)].events);
         }
         if (!more_.empty()) {
             auto again = std::move(more_);
             more_.clear();
             for (auto const data : again)
-                if (conn* c = live(data)) on_readable(static_cast<std::uint32_t>(c - conns_.data()));
+                if (load_connection* c = live(data)) on_readable(static_cast<std::uint32_t>(c - conns_.data()));
         }
         progress_messages.store(traffic_, std::memory_order_relaxed);
     }
@@ -302,7 +302,7 @@ void loop::begin_traffic() {
     }
     if (sh_.o.mode == mode::echo) {
         for (std::uint32_t i = 0; i < conns_.size(); ++i) {
-            conn& c = conns_[i];
+            load_connection& c = conns_[i];
             if (c.s != state::open) continue;
             while (c.in_flight < sh_.o.in_flight) send_echo(c);
             flush(i);
@@ -315,7 +315,7 @@ void loop::begin_stop() {
     stop_deadline_ = now_ + close_grace;
     open_at_end = 0;
     for (std::uint32_t i = 0; i < conns_.size(); ++i) {
-        conn& c = conns_[i];
+        load_connection& c = conns_[i];
         if (c.s == state::open) {
             if (c.r != role::push && c.r != role::pub) ++open_at_end;
             if (c.r == role::push) {
@@ -336,7 +336,7 @@ void loop::begin_stop() {
 void loop::sweep() {
     next_sweep_ = now_ + 10 * ms;
     for (std::uint32_t i = 0; i < conns_.size(); ++i) {
-        conn& c = conns_[i];
+        load_connection& c = conns_[i];
         if (c.deadline != 0 && now_ >= c.deadline) {
             if (c.s == state::connecting || c.s == state::upgrading) {
                 failed(i, fail::timeout,
@@ -357,7 +357,7 @@ void loop::sweep() {
 }
 
 void loop::on_event(std::uint32_t i, std::uint32_t events) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     auto const gen = c.gen;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
         on_writable(i);
@@ -368,7 +368,7 @@ void loop::on_event(std::uint32_t i, std::uint32_t events) {
 }
 
 void loop::on_writable(std::uint32_t i) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     if (c.s == state::connecting) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -399,7 +399,7 @@ void loop::on_writable(std::uint32_t i) {
 }
 
 void loop::flush(std::uint32_t i) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     if (c.fd < 0) return;
     while (c.woff < c.wbuf.size()) {
         ssize_t const n = ::send(c.fd, c.wbuf.data() + c.woff, c.wbuf.size() - c.woff, MSG_NOSIGNAL);
@@ -428,7 +428,7 @@ void loop::flush(std::uint32_t i) {
 }
 
 void loop::on_readable(std::uint32_t i) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     auto const gen = c.gen;
     constexpr int max_rounds = 8;  // reads per socket before the others get their turn
     for (int round = 0; round < max_rounds; ++round) {
@@ -494,7 +494,7 @@ void loop::on_readable(std::uint32_t i) {
 }
 
 void loop::on_eof(std::uint32_t i) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     if (c.s == state::closing || stopping_) {
         bool const restart = c.r == role::connector && !stopping_;
         set_open(c, false);
@@ -519,7 +519,7 @@ void loop::on_eof(std::uint32_t i) {
 }
 
 std::size_t loop::process(std::uint32_t i, char* data, std::size_t n) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     if (c.r == role::push) return process_push(i, data, n);
     std::size_t used = 0;
     if (c.s == state::upgrading) {
@@ -531,7 +531,7 @@ std::size_t loop::process(std::uint32_t i, char* data, std::size_t n) {
 }
 
 std::size_t loop::process_upgrade(std::uint32_t i, char* data, std::size_t n) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     response_head head;
     auto const r = parse_response_head(std::string_view(data, n), head);
     if (r.incomplete()) return 0;
@@ -562,7 +562,7 @@ std::size_t loop::process_upgrade(std::uint32_t i, char* data, std::size_t n) {
 }
 
 void loop::on_open(std::uint32_t i) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     sh_.any_open.store(true, std::memory_order_release);
     set_open(c, true);
     auto const latency = static_cast<std::uint64_t>(now_ - c.t_start);
@@ -592,14 +592,14 @@ void loop::on_open(std::uint32_t i) {
     }
 }
 
-void loop::send_close(conn& c) {
+void loop::send_close(load_connection& c) {
     char const code[2] = {static_cast<char>(0x03), static_cast<char>(0xE8)};  // 1000
     append_frame(c.wbuf, op_close, code, 2, static_cast<std::uint32_t>(next_random(rng_)));
     c.close_sent = true;
 }
 
 std::size_t loop::process_frames(std::uint32_t i, char* data, std::size_t n) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     auto const gen = c.gen;
     std::size_t pos = 0;
     while (n - pos >= 2) {
@@ -690,7 +690,7 @@ std::size_t loop::process_frames(std::uint32_t i, char* data, std::size_t n) {
 }
 
 void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     if (c.close_sent || stopping_) {
         // Our close was answered (or we are ending): the server closes TCP next; wait for it briefly.
         bool const restart = c.r == role::connector && !stopping_;
@@ -716,7 +716,7 @@ void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
            code == 1002 || code == 1007 || code == 1009 ? exit_code::protocol : exit_code::unavailable);
 }
 
-void loop::send_echo(conn& c) {
+void loop::send_echo(load_connection& c) {
     char* p = payload_.data();
     std::size_t const size = payload_.size();
     if (size >= 16) put_hex16(p, static_cast<std::uint64_t>(now_));
@@ -725,7 +725,7 @@ void loop::send_echo(conn& c) {
     ++c.in_flight;
 }
 
-void loop::on_message(conn& c, std::uint8_t, char const* p, std::size_t n) {
+void loop::on_message(load_connection& c, std::uint8_t, char const* p, std::size_t n) {
     switch (c.r) {
         case role::echo: {
             if (c.in_flight == 0) {
@@ -806,7 +806,7 @@ void loop::pump_publisher() {
     if (sh_.subscribers.load(std::memory_order_acquire) <= 0) return;
     for (std::size_t k = 0; k < publishers_.size() && outstanding_.size() < sh_.o.in_flight; ++k) {
         auto const i = publishers_[k];
-        conn& c = conns_[i];
+        load_connection& c = conns_[i];
         if (c.s != state::open) continue;
         if (c.r == role::pub) {
             while (outstanding_.size() < sh_.o.in_flight) publish_ws(c, next_seq_++);
@@ -829,13 +829,13 @@ void loop::begin_broadcast(std::uint64_t seq) {
     put_hex16(sh_.pub_template.data() + sh_.pub_hex_offset, seq);
 }
 
-void loop::publish_ws(conn& c, std::uint64_t seq) {
+void loop::publish_ws(load_connection& c, std::uint64_t seq) {
     begin_broadcast(seq);
     append_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, sh_.pub_template.data(), sh_.pub_template.size(),
                  static_cast<std::uint32_t>(next_random(rng_)));
 }
 
-void loop::publish_push(conn& c, std::uint64_t seq) {
+void loop::publish_push(load_connection& c, std::uint64_t seq) {
     begin_broadcast(seq);
     c.wbuf += sh_.push_head;
     c.wbuf += sh_.pub_template;
@@ -844,7 +844,7 @@ void loop::publish_push(conn& c, std::uint64_t seq) {
 }
 
 std::size_t loop::process_push(std::uint32_t i, char const* data, std::size_t n) {
-    conn& c = conns_[i];
+    load_connection& c = conns_[i];
     std::size_t pos = 0;
     while (pos < n) {
         response_head head;

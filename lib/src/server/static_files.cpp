@@ -1,6 +1,6 @@
 // Static files: safe resolution (percent-decoding, no escape from the root, no dotfiles), content
 // types, opening, validators and the conditional and range logic of RFC 9110.
-#include "static_files.hpp"
+#include "server/static_files.hpp"
 
 #include <wsig/registry.hpp>
 

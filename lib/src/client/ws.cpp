@@ -1,6 +1,6 @@
 // The WebSocket client: one connection type for ws and wss, the `listen` loop around it
 // (output, --count/--until, timers, signals, stdin, reconnects) and `send ws://`.
-#include "client_detail.hpp"
+#include "client/detail.hpp"
 
 #include <wsig/envelope.hpp>
 
@@ -69,7 +69,7 @@ std::string header_value(http::fields const& f, std::string_view name) {
 }
 
 template <bool Tls>
-class ws_conn final : public ws_connection, public std::enable_shared_from_this<ws_conn<Tls>> {
+class ws_conn final : public ws_client, public std::enable_shared_from_this<ws_conn<Tls>> {
     using next_layer = std::conditional_t<Tls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
 
 public:
@@ -363,7 +363,7 @@ private:
 
 }  // namespace
 
-std::shared_ptr<ws_connection> make_ws_connection(asio::io_context& ioc, asio::ssl::context* tls_ctx,
+std::shared_ptr<ws_client> make_ws_connection(asio::io_context& ioc, asio::ssl::context* tls_ctx,
                                                   url_parts const& url, ws_connect_options const& opts,
                                                   ws_events events) {
     if (url.tls) return std::make_shared<ws_conn<true>>(ioc, url, opts, std::move(events), ioc, *tls_ctx);
@@ -451,9 +451,9 @@ constexpr std::size_t max_pending_lines = 10000;
 // How long a close handshake may take at the end before the TCP connection is dropped.
 constexpr auto close_grace = std::chrono::seconds(2);
 
-class listener {
+class listen_session {
 public:
-    explicit listener(listen_options const& opts)
+    explicit listen_session(listen_options const& opts)
         : opts_(opts), signals_(ioc_), deadline_(ioc_), idle_(ioc_), grace_(ioc_), retry_(ioc_) {}
 
     client_result run() {
@@ -764,7 +764,7 @@ private:
     std::vector<std::string> initial_;  // --send payloads, ready to go
     std::deque<std::string> pending_;   // stdin lines waiting for a connection
     std::shared_ptr<stdin_reader> stdin_;
-    std::shared_ptr<ws_connection> conn_;
+    std::shared_ptr<ws_client> conn_;
     std::uint64_t generation_ = 0;  // events of an older connection are ignored
     std::uint64_t received_ = 0;
     int reconnects_ = 0;
@@ -798,7 +798,7 @@ client_result run_ws_send(send_options const& opts, url_parts const& url) {
 
     asio::io_context ioc;
     client_result result{exit_code::unavailable, "the connection ended early"};
-    std::shared_ptr<ws_connection> conn;
+    std::shared_ptr<ws_client> conn;
     asio::steady_timer timer(ioc);
     asio::signal_set signals(ioc, SIGINT, SIGTERM);
     bool timed_out = false;
@@ -866,7 +866,7 @@ namespace wsig {
 
 client_result run_listen(listen_options const& opts) {
     try {
-        detail::listener l(opts);
+        detail::listen_session l(opts);
         return l.run();
     } catch (std::exception const& e) {  // allocation failure or a thread that cannot start
         return {exit_code::unavailable, e.what()};

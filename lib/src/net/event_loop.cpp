@@ -1,6 +1,6 @@
 // The event loop's own epoll set (event_loop.hpp): registration and the Asio wait that hands its
 // edges to the watchers.
-#include "event_loop.hpp"
+#include "net/event_loop.hpp"
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 

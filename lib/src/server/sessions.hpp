@@ -3,9 +3,9 @@
 // writes its send queue (pre-framed messages) itself, through a write gate shared with Beast's writes.
 #pragma once
 
-#include "epoll_socket.hpp"
-#include "send_queue.hpp"
-#include "server_state.hpp"
+#include "net/epoll_socket.hpp"
+#include "server/send_queue.hpp"
+#include "server/state.hpp"
 
 #include <wsig/message.hpp>
 
@@ -455,13 +455,13 @@ private:
         st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote,
                                                  log_value(info_.name), log_value(info_.group),
                                                  redact_id(info_.client_id)));
-        if (kind_ != session_kind::echo && st_.handlers) st_.handlers->on_connect(info_);
+        if (kind_ != session_kind::echo && st_.commands) st_.commands->on_connect(info_);
         if (!exec_.empty()) {
             // A local route: this connection's own process; its exit closes the socket.
             // What it logs (a dropped message, its stderr lines: both may echo the client) counts
             // against this connection's limit; once the session is gone, the server's log takes it.
-            handler_logger log = [weak = this->weak_from_this(), plain = handler_logger_for(st_)](
-                                     handler_log level, std::string message) {
+            command_logger log = [weak = this->weak_from_this(), plain = command_logger_for(st_)](
+                                     command_log level, std::string message) {
                 auto self = weak.lock();
                 if (!self) return plain(level, std::move(message));
                 self->warnings_.log(self->st_.log, to_severity(level), self->info_.remote, message);
@@ -541,8 +541,8 @@ private:
         st_.reg.remove(*this);
         if (local_) local_->on_client_gone();
         // Before ws_count drops: a shutdown waits for the hooks it starts.
-        if (open_ && kind_ != session_kind::echo && st_.handlers)
-            st_.handlers->on_disconnect(info_, static_cast<std::uint16_t>(code),
+        if (open_ && kind_ != session_kind::echo && st_.commands)
+            st_.commands->on_disconnect(info_, static_cast<std::uint16_t>(code),
                                         close_reason_.empty() ? std::string(ws_.reason().reason.data(),
                                                                             ws_.reason().reason.size())
                                                               : close_reason_);

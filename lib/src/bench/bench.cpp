@@ -1,5 +1,5 @@
 // `wsig bench`: options, the run (set-up, warm-up, measured window, stop), thresholds and reports.
-#include "bench_engine.hpp"
+#include "bench/engine.hpp"
 
 #include <wsig/envelope.hpp>
 

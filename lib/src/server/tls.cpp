@@ -3,7 +3,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
-#include "server_session.hpp"
+#include "server/sessions.hpp"
 
 namespace wsig::detail {
 

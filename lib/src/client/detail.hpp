@@ -2,7 +2,7 @@
 // WebSocket client connection (plain or TLS) behind a small virtual interface.
 #pragma once
 
-#include "file_io.hpp"
+#include "util/file_io.hpp"
 
 #include <wsig/base64.hpp>
 #include <wsig/client.hpp>
@@ -72,9 +72,9 @@ struct ws_events {
     std::function<void(conn_end const&)> on_end;
 };
 
-class ws_connection {
+class ws_client {
 public:
-    virtual ~ws_connection() = default;
+    virtual ~ws_client() = default;
     virtual void start() = 0;
     // Queued; written one at a time in order once open.
     virtual void send(std::string data, bool binary) = 0;
@@ -86,7 +86,7 @@ public:
 };
 
 // tls_ctx must be non-null for wss and outlive the connection.
-std::shared_ptr<ws_connection> make_ws_connection(boost::asio::io_context& ioc, boost::asio::ssl::context* tls_ctx,
+std::shared_ptr<ws_client> make_ws_connection(boost::asio::io_context& ioc, boost::asio::ssl::context* tls_ctx,
                                                   url_parts const& url, ws_connect_options const& opts,
                                                   ws_events events);
 

@@ -1,6 +1,6 @@
 // What both clients share without a connection: URL and header parsing, the TLS context,
 // timestamps (whole writes to stdout: file_io.cpp; base64: wsig/base64.hpp).
-#include "client_detail.hpp"
+#include "client/detail.hpp"
 
 #include <wsig/json.hpp>
 

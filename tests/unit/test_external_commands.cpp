@@ -1,8 +1,8 @@
-// Command handlers with real child processes and fake connections: signal-route events and actions,
+// External commands with real child processes and fake connections: signal-route events and actions,
 // restarts, hooks, schedules and local-route processes.
 #include "catch.hpp"
 
-#include "handlers.hpp"
+#include "commands/external_commands.hpp"
 
 #include <boost/asio/io_context.hpp>
 
@@ -17,7 +17,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-using wsig::detail::command_handlers;
+using wsig::detail::external_commands;
 
 struct fake_connection : wsig::connection {
     wsig::connection_info info_;
@@ -42,8 +42,8 @@ bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds
 }
 
 std::vector<std::string> logs;
-wsig::detail::handler_logger logger() {
-    return [](wsig::detail::handler_log, std::string m) { logs.push_back(std::move(m)); };
+wsig::detail::command_logger logger() {
+    return [](wsig::detail::command_log, std::string m) { logs.push_back(std::move(m)); };
 }
 
 wsig::envelope env_of(std::string_view text) { return wsig::parse_envelope(text).value(); }
@@ -61,14 +61,14 @@ constexpr char const* echo_actions =
 
 }  // namespace
 
-TEST_CASE("handlers: a signal route gets each message as a JSON event and its reply reaches the sender") {
+TEST_CASE("external commands: a signal route gets each message as a JSON event and its reply reaches the sender") {
     boost::asio::io_context io;
     wsig::registry reg;
     wsig::broadcast_levels levels;
     auto sender = std::make_shared<fake_connection>("Chat", "id-1", "G");
     reg.add(sender);
-    auto h = std::make_shared<command_handlers>(io.get_executor(), reg, levels,
-                                                wsig::detail::handler_options{.signal_routes = {{"/ws", echo_actions}}},
+    auto h = std::make_shared<external_commands>(io.get_executor(), reg, levels,
+                                                wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}},
                                                 logger());
     h->start();
     CHECK(h->routes("/ws"));
@@ -89,7 +89,7 @@ TEST_CASE("handlers: a signal route gets each message as a JSON event and its re
     run_until(io, [] { return false; }, 200ms);
 }
 
-TEST_CASE("handlers: send and close actions go through target selection and broadcast levels") {
+TEST_CASE("external commands: send and close actions go through target selection and broadcast levels") {
     boost::asio::io_context io;
     wsig::registry reg;
     wsig::broadcast_levels levels;
@@ -99,8 +99,8 @@ TEST_CASE("handlers: send and close actions go through target selection and broa
     auto blue = std::make_shared<fake_connection>("Room", "b", "blue");
     auto locked = std::make_shared<fake_connection>("Locked", "l");
     for (auto c : {sender, red, blue, locked}) reg.add(c);
-    auto h = std::make_shared<command_handlers>(io.get_executor(), reg, levels,
-                                                wsig::detail::handler_options{.signal_routes = {{"/ws", echo_actions}}},
+    auto h = std::make_shared<external_commands>(io.get_executor(), reg, levels,
+                                                wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}},
                                                 logger());
     h->start();
     h->on_message(sender, "/ws", env_of(R"({"message":{"send":{"name":"Room","group":"RED","data":{"x":1}}}})"));
@@ -118,16 +118,16 @@ TEST_CASE("handlers: send and close actions go through target selection and broa
     run_until(io, [] { return false; }, 200ms);
 }
 
-TEST_CASE("handlers: a crashing signal-route command is restarted and later events reach the new one") {
+TEST_CASE("external commands: a crashing signal-route command is restarted and later events reach the new one") {
     boost::asio::io_context io;
     wsig::registry reg;
     wsig::broadcast_levels levels;
     auto sender = std::make_shared<fake_connection>("Chat", "s");
     reg.add(sender);
     logs.clear();
-    auto h = std::make_shared<command_handlers>(
+    auto h = std::make_shared<external_commands>(
         io.get_executor(), reg, levels,
-        wsig::detail::handler_options{.signal_routes = {{"/ws", echo_actions}}, .restart_min = 50ms}, logger());
+        wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}, .restart_min = 50ms}, logger());
     h->start();
     h->on_message(sender, "/ws", env_of(R"({"message":"crash"})"));
     REQUIRE(run_until(io, [&] { return h->restarts() == 1; }));
@@ -144,7 +144,7 @@ TEST_CASE("handlers: a crashing signal-route command is restarted and later even
     run_until(io, [] { return false; }, 200ms);
 }
 
-TEST_CASE("handlers: connect and disconnect hooks get the event on stdin and in WSIG_* variables") {
+TEST_CASE("external commands: connect and disconnect hooks get the event on stdin and in WSIG_* variables") {
     boost::asio::io_context io;
     wsig::registry reg;
     wsig::broadcast_levels levels;
@@ -153,8 +153,8 @@ TEST_CASE("handlers: connect and disconnect hooks get the event on stdin and in 
     auto cmd = fmt::format("cat > {0}/$WSIG_EVENT.json; echo \"$WSIG_NAME|$WSIG_GROUP|$WSIG_CLIENT_ID|$WSIG_SCOPE\" > "
                            "{0}/$WSIG_EVENT.env",
                            dir.string());
-    auto h = std::make_shared<command_handlers>(
-        io.get_executor(), reg, levels, wsig::detail::handler_options{.on_connect = cmd, .on_disconnect = cmd}, logger());
+    auto h = std::make_shared<external_commands>(
+        io.get_executor(), reg, levels, wsig::detail::command_options{.on_connect = cmd, .on_disconnect = cmd}, logger());
     h->start();
     wsig::connection_info info{.name = "Msg", .group = "g", .client_id = "abc", .scope = wsig::scope::global};
     h->on_connect(info);
@@ -177,7 +177,7 @@ TEST_CASE("handlers: connect and disconnect hooks get the event on stdin and in 
     run_until(io, [] { return false; }, 200ms);
 }
 
-TEST_CASE("handlers: a schedule broadcasts its output, less one trailing newline, to its Name") {
+TEST_CASE("external commands: a schedule broadcasts its output, less one trailing newline, to its Name") {
     boost::asio::io_context io;
     wsig::registry reg;
     wsig::broadcast_levels levels;
@@ -185,9 +185,9 @@ TEST_CASE("handlers: a schedule broadcasts its output, less one trailing newline
     auto other = std::make_shared<fake_connection>("Other", "o");
     reg.add(a);
     reg.add(other);
-    auto h = std::make_shared<command_handlers>(
+    auto h = std::make_shared<external_commands>(
         io.get_executor(), reg, levels,
-        wsig::detail::handler_options{.schedules = {wsig::parse_schedule("50ms:Times:printf 'a\\nb\\n\\n'").value()}},
+        wsig::detail::command_options{.schedules = {wsig::parse_schedule("50ms:Times:printf 'a\\nb\\n\\n'").value()}},
         logger());
     h->start();
     REQUIRE(run_until(io, [&] { return a->received.size() >= 2; }));
@@ -197,7 +197,7 @@ TEST_CASE("handlers: a schedule broadcasts its output, less one trailing newline
     run_until(io, [] { return false; }, 200ms);
 }
 
-TEST_CASE("handlers: flag specs parse and bad ones are refused") {
+TEST_CASE("external commands: flag specs parse and bad ones are refused") {
     CHECK(wsig::parse_signal_route("/chat=python3 bot.py --x=1").value().command == "python3 bot.py --x=1");
     CHECK_FALSE(wsig::parse_signal_route("chat=cmd").has_value());
     CHECK_FALSE(wsig::parse_signal_route("/chat=").has_value());
@@ -211,7 +211,7 @@ TEST_CASE("handlers: flag specs parse and bad ones are refused") {
     CHECK_FALSE(wsig::parse_schedule("1ms:Times:date").has_value());
 }
 
-TEST_CASE("handlers: a local process echoes client messages and closes its connection when it exits") {
+TEST_CASE("external commands: a local process echoes client messages and closes its connection when it exits") {
     boost::asio::io_context io;
     auto conn = std::make_shared<fake_connection>("Tail", "t");
     auto p = wsig::detail::local_process::start(io.get_executor(), "head -n 2", conn, conn->info(), 1 << 20, 1 << 20,
@@ -224,7 +224,7 @@ TEST_CASE("handlers: a local process echoes client messages and closes its conne
     CHECK(conn->closed == 1000);
 }
 
-TEST_CASE("handlers: a local process is ended when its client leaves") {
+TEST_CASE("external commands: a local process is ended when its client leaves") {
     boost::asio::io_context io;
     auto conn = std::make_shared<fake_connection>("Tail", "t");
     auto p = wsig::detail::local_process::start(io.get_executor(), "echo started; exec sleep 30", conn, conn->info(),
@@ -237,7 +237,7 @@ TEST_CASE("handlers: a local process is ended when its client leaves") {
     CHECK(conn->closed == 0);
 }
 
-TEST_CASE("handlers: an action line is checked whole before any of it runs") {
+TEST_CASE("external commands: an action line is checked whole before any of it runs") {
     using wsig::detail::parse_action_line;
     auto a = parse_action_line(R"({"send":{"name":"Chat","group":["a","b"],"data":{"n":1}},"reply":"r","id":7})");
     REQUIRE(a.has_value());

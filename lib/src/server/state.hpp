@@ -2,9 +2,9 @@
 // that the templated sessions (server_session.hpp) call.
 #pragma once
 
-#include "handlers.hpp"
-#include "event_loop.hpp"
-#include "static_files.hpp"
+#include "commands/external_commands.hpp"
+#include "net/event_loop.hpp"
+#include "server/static_files.hpp"
 
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
@@ -142,7 +142,7 @@ struct server_state {
     log_limiter policy_log;
     std::atomic<bool> stopping{false};
     // Signal routes, hooks and schedules; null when none is configured.
-    std::shared_ptr<command_handlers> handlers;
+    std::shared_ptr<external_commands> commands;
 
     std::mutex live_mutex;
     std::unordered_map<live_session const*, std::weak_ptr<live_session>> live;
@@ -239,9 +239,9 @@ void on_client_message(server_state& st, live_session& sender, session_kind kind
 void start_plain_session(server_state& st, event_loop& loop, socket_type socket);
 void start_tls_session(server_state& st, event_loop& loop, boost::asio::ssl::context& ctx, socket_type socket);
 
-// The server's log as the command handlers' logger, and their levels as its severities.
-handler_logger handler_logger_for(server_state& st);
-severity to_severity(handler_log level) noexcept;
+// The server's log as the external commands' logger, and their levels as its severities.
+command_logger command_logger_for(server_state& st);
+severity to_severity(command_log level) noexcept;
 
 // Peer "ip" as Pode sees it (v4-mapped addresses shown as v4).
 std::string peer_ip(tcp::endpoint const& ep);

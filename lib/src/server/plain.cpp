@@ -1,5 +1,5 @@
 // Plain HTTP + WS sessions: the session templates instantiated for a TCP stream.
-#include "server_session.hpp"
+#include "server/sessions.hpp"
 
 namespace wsig::detail {
 

@@ -2,8 +2,8 @@
 // connections, and the state the loops share (start/end times, fan-out broadcast slots, errors).
 #pragma once
 
-#include "bench_histogram.hpp"
-#include "bench_wire.hpp"
+#include "bench/histogram.hpp"
+#include "bench/wire.hpp"
 
 #include <wsig/bench.hpp>
 #include <wsig/exit_code.hpp>
@@ -77,7 +77,7 @@ struct shared {
 enum class role : std::uint8_t { echo, sub, pub, push, connector, idle };
 enum class state : std::uint8_t { off, queued, connecting, upgrading, open, closing };
 
-struct conn {
+struct load_connection {
     int fd = -1;
     std::uint32_t gen = 0;
     role r = role::echo;
@@ -134,7 +134,7 @@ private:
     int ep_ = -1;
     int wake_fd_ = -1;
     std::atomic<bool> wake_pending_{false};
-    std::vector<conn> conns_;
+    std::vector<load_connection> conns_;
     std::deque<std::uint32_t> queue_;  // waiting to connect (bounded handshakes in flight)
     std::vector<std::uint64_t> more_;  // keys of open sockets whose read stopped with data left
     std::uint32_t pending_ = 0;        // handshakes in flight
@@ -162,7 +162,7 @@ private:
     }
     std::uint64_t key(std::uint32_t i) const { return (static_cast<std::uint64_t>(conns_[i].gen) << 32) | i; }
     // The connection a key was made for, if it is still that connection and open.
-    conn* live(std::uint64_t k) {
+    load_connection* live(std::uint64_t k) {
         auto const i = static_cast<std::uint32_t>(k & 0xFFFFFFFFu);
         if (i >= conns_.size() || conns_[i].gen != static_cast<std::uint32_t>(k >> 32) || conns_[i].fd < 0) return nullptr;
         return &conns_[i];
@@ -170,7 +170,7 @@ private:
 
     void start_connect(std::uint32_t i);
     void connect_or_queue(std::uint32_t i);
-    void handshake_ended(conn& c);
+    void handshake_ended(load_connection& c);
     void on_event(std::uint32_t i, std::uint32_t events);
     void on_writable(std::uint32_t i);
     void on_readable(std::uint32_t i);
@@ -179,25 +179,25 @@ private:
     std::size_t process_push(std::uint32_t i, char const* data, std::size_t n);
     std::size_t process_frames(std::uint32_t i, char* data, std::size_t n);
     void on_open(std::uint32_t i);
-    void on_message(conn& c, std::uint8_t op, char const* p, std::size_t n);
+    void on_message(load_connection& c, std::uint8_t op, char const* p, std::size_t n);
     void on_server_close(std::uint32_t i, char const* p, std::size_t n);
     void on_eof(std::uint32_t i);
     void flush(std::uint32_t i);
-    void arm(conn& c, bool out);
-    void close_fd(conn& c);
+    void arm(load_connection& c, bool out);
+    void close_fd(load_connection& c);
     void failed(std::uint32_t i, fail kind, std::string const& message, exit_code code);
     void count_error(fail kind);
-    void set_open(conn& c, bool open);
+    void set_open(load_connection& c, bool open);
 
     void begin_traffic();
     void begin_stop();
     void sweep();
-    void send_echo(conn& c);
+    void send_echo(load_connection& c);
     void pump_publisher();
     void begin_broadcast(std::uint64_t seq);
-    void publish_ws(conn& c, std::uint64_t seq);
-    void publish_push(conn& c, std::uint64_t seq);
-    void send_close(conn& c);
+    void publish_ws(load_connection& c, std::uint64_t seq);
+    void publish_push(load_connection& c, std::uint64_t seq);
+    void send_close(load_connection& c);
 };
 
 }  // namespace wsig::bench::detail

@@ -1,5 +1,5 @@
 // Spawning and supervising line-speaking child processes with posix_spawn and Asio descriptors.
-#include "child_process.hpp"
+#include "commands/child_process.hpp"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>

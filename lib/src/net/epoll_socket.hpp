@@ -12,7 +12,7 @@
 // Everything happens on the loop's thread.
 #pragma once
 
-#include "event_loop.hpp"
+#include "net/event_loop.hpp"
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
