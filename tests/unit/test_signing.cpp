@@ -27,7 +27,7 @@ std::string sign(std::string_view value, std::string_view secret) { return wsig:
 
 }  // namespace
 
-TEST_CASE("signing: every vector of shared/spec/vectors/signing.json signs and verifies") {
+TEST_CASE("signing: every vector of tests/vectors/signing.json (Pode's) signs and verifies") {
     auto doc = load_vectors();
     REQUIRE(doc["vectors"].size() == 3);
     for (auto const& v : doc["vectors"]) {

@@ -1,4 +1,4 @@
-// The process exit codes of every wsig subcommand (SPEC.md section 8); stable, documented.
+// The process exit codes of every wsig subcommand (the README's "Exit codes" table); stable, documented.
 #pragma once
 
 #include <string_view>

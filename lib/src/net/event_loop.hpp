@@ -1,7 +1,7 @@
 // Private to the server: one event loop per server thread, with a flush step after each round of
 // ready handlers. A send only queues the frame and marks its session dirty; every dirty session is
 // flushed once per round, so all the broadcasts that arrived in one round leave in one gathered
-// write per socket (shared/notes/write-path.md, design c).
+// write per socket (doc/design/write-path.md, design c).
 #pragma once
 
 #include <boost/asio/executor_work_guard.hpp>
