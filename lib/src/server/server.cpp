@@ -500,20 +500,20 @@ response handle_push(server_state& st, request const& req, tcp::endpoint const& 
                 return json_error(req, http::status::bad_request,
                                   fmt::format("The X-PODE-SIGNAL-CLIENT-ID value is not valid: {}", redact_id(id)));
         }
-        auto conn = st.reg.find(name, id, groups);
-        if (!conn)
+        auto conn = st.reg.select({.names = {name}, .groups = groups, .client_ids = {id}});
+        if (conn->empty())
             return json_error(req, http::status::not_found,
                               fmt::format("The Signal client connection being referenced does not exist, Name: {}, "
                                           "Group: {}, ClientId: {}",
                                           name, req["X-Pode-Signal-Group"], redact_id(id)));
         if (body.empty()) return json_response(req, http::status::ok, json{{"delivered", 0}});
-        conn->send(outgoing_message::text(body));
+        conn->items().front()->send(outgoing_message::text(body));
         return json_response(req, http::status::ok, json{{"delivered", 1}});
     }
     if (name.empty())
         return json_error(req, http::status::bad_request,
                           "missing X-Pode-Signal-Client-Id or X-Pode-Signal-Name header");
-    auto targets = resolve_targets(st.reg, st.opts.levels, target{{name}, groups, {}});
+    auto targets = st.reg.select({.names = {name}, .groups = groups}, {.levels = &st.opts.levels});
     if (!targets) return json_error(req, http::status::forbidden, targets.error().message);
     if (body.empty()) return json_response(req, http::status::ok, json{{"delivered", 0}});
     auto msg = outgoing_message::text(body);
@@ -528,7 +528,7 @@ response handle_connections(server_state& st, request const& req, split_target c
     if (auto c = t.get("clientId"); c && !c->empty()) filter.client_ids.push_back(*c);
     if (req.method() == http::verb::get) {
         json list = json::array();
-        for (auto const& c : st.reg.list(filter)) {
+        for (auto const& c : *st.reg.select(filter, {.with_locals = true})) {
             auto const& i = c->info();
             list.push_back({{"name", i.name},
                             {"group", i.group},
@@ -541,7 +541,7 @@ response handle_connections(server_state& st, request const& req, split_target c
     }
     if (filter.names.empty() && filter.groups.empty() && filter.client_ids.empty())
         return json_error(req, http::status::bad_request, "give at least one of name=, group=, clientId=");
-    auto conns = st.reg.list(filter);
+    auto conns = st.reg.select(filter, {.with_locals = true}).value();
     for (auto const& c : conns) c->close(1000, "closed");
     return json_response(req, http::status::ok, json{{"closed", conns.size()}});
 }
@@ -830,7 +830,7 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
                 info.client_id = std::move(*signed_id);
                 // Only the holder of the signed ID may replace its connection: anyone can ask for the
                 // unsigned form, and would get the same signature (Pode's rule).
-                if (!st.reg.list(target{{info.name}, {}, {info.client_id}}).empty()) {
+                if (!st.reg.select({.names = {info.name}, .client_ids = {info.client_id}}, {.with_locals = true})->empty()) {
                     st.policy_log.log(st.log, severity::warning, "clientId refusals",
                                       fmt::format("refused an upgrade from {}: clientId {} is in use under {}",
                                                   peer_string(remote), redact_id(*chosen), log_value(info.name)));
@@ -996,53 +996,18 @@ http_reply handle_http(server_state& st, request const& req, tcp::endpoint const
     return reply;
 }
 
-void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,
-                       bool binary) {
-    if (kind == session_kind::echo) {
-        sender.send(outgoing_message::make(binary ? opcode::binary : opcode::text, data));
+void report_unrouted(message_source& from, unrouted why, std::string_view detail) {
+    auto const& info = from.info();
+    switch (why) {
+    case unrouted::bad_envelope:
+        from.warn(fmt::format("dropped a message from {} ({} {}): {}", info.remote, log_value(info.name),
+                              redact_id(info.client_id), detail));
         return;
-    }
-    auto const& from = sender.info();
-    auto env = parse_envelope(data, envelope_limits{.max_depth = st.opts.max_json_depth});
-    if (!env) {
-        sender.warn(fmt::format("dropped a message from {} ({} {}): {}", from.remote, log_value(from.name),
-                                redact_id(from.client_id), env.error().message));
+    case unrouted::refused:
+        from.warn(fmt::format("message from {} ({}) not sent: {}", info.remote, redact_id(info.client_id), detail));
         return;
+    case unrouted::date_refused: from.warn(fmt::format("demo [date] not sent: {}", detail)); return;
     }
-    // A signal route takes every message of its sockets: nothing is auto-routed (Pode's rule).
-    if (st.commands && st.commands->routes(from.path)) {
-        st.commands->on_message(sender.self(), from.path, std::move(*env));
-        return;
-    }
-    if (kind == session_kind::demo && !env->direct && env->message.is_string() &&
-        iequals(env->message.get_ref<std::string const&>(), "[date]")) {
-        auto now = std::chrono::system_clock::now();
-        auto text = fmt::format("{:%Y-%m-%d %H:%M:%S} UTC", fmt::gmtime(std::chrono::system_clock::to_time_t(now)));
-        auto targets = resolve_targets(st.reg, st.opts.levels, target{{"Msg"}, {}, {}});
-        if (!targets) {
-            sender.warn(fmt::format("demo [date] not sent: {}", targets.error().message));
-            return;
-        }
-        auto msg = outgoing_message::text(text);
-        for (auto const& c : *targets) c->send(msg);
-        return;
-    }
-    auto msg = outgoing_message::text(payload_text(env->message));
-    if (env->direct) {
-        sender.send(std::move(msg));
-        return;
-    }
-    target t;
-    if (env->path) t.names.push_back(*env->path);
-    t.groups = std::move(env->groups);
-    t.client_ids = std::move(env->client_ids);
-    auto targets = resolve_targets(st.reg, st.opts.levels, t);
-    if (!targets) {
-        sender.warn(fmt::format("message from {} ({}) not sent: {}", from.remote, redact_id(from.client_id),
-                                targets.error().message));
-        return;
-    }
-    for (auto const& c : *targets) c->send(msg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1265,6 +1230,7 @@ int run_server(server_options options) {
                             .max_queue = o.send_queue, .max_output_line = o.max_message_size,
                             .max_json_depth = o.max_json_depth},
             command_logger_for(st));
+        st.router.attach(st.commands.get());
         st.commands->start();
     }
     acceptor lis(loops, st, tls ? &*tls : nullptr);
