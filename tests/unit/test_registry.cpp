@@ -45,7 +45,9 @@ using strings = std::vector<std::string>;
 
 // The selections the server makes, each through registry::select: a send, a lookup of one
 // ClientId (POST /signal with an ID), the admin API's (locals too), and a send checking levels.
-wsig::recipients select(wsig::registry const& reg, wsig::target const& t) { return reg.select(t).value(); }
+wsig::recipients select(wsig::registry const& reg, wsig::target const& t) {
+    return reg.select(t).value();
+}
 wsig::connection_ptr find(wsig::registry const& reg, std::string name, std::string id, strings groups = {}) {
     auto got = reg.select({.names = {std::move(name)}, .groups = std::move(groups), .client_ids = {std::move(id)}});
     return got.value().empty() ? nullptr : got.value().items().front();

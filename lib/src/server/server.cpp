@@ -369,14 +369,14 @@ command_logger command_logger_for(server_state& st) {
 void report_unrouted(message_source& from, unrouted why, std::string_view detail) {
     auto const& info = from.info();
     switch (why) {
-    case unrouted::bad_envelope:
-        from.warn(fmt::format("dropped a message from {} ({} {}): {}", info.remote, log_value(info.name),
-                              redact_id(info.client_id), detail));
-        return;
-    case unrouted::refused:
-        from.warn(fmt::format("message from {} ({}) not sent: {}", info.remote, redact_id(info.client_id), detail));
-        return;
-    case unrouted::date_refused: from.warn(fmt::format("demo [date] not sent: {}", detail)); return;
+        case unrouted::bad_envelope:
+            from.warn(fmt::format("dropped a message from {} ({} {}): {}", info.remote, log_value(info.name),
+                                  redact_id(info.client_id), detail));
+            return;
+        case unrouted::refused:
+            from.warn(fmt::format("message from {} ({}) not sent: {}", info.remote, redact_id(info.client_id), detail));
+            return;
+        case unrouted::date_refused: from.warn(fmt::format("demo [date] not sent: {}", detail)); return;
     }
 }
 
@@ -396,7 +396,9 @@ int run_server(server_options options) {
     std::optional<ssl::context> tls;
     if (!o.pfx.empty() || !o.tls_cert.empty()) {
         tls.emplace(ssl::context::tls_server);
-        if (auto ok = setup_server_tls(*tls, {.cert_file = o.tls_cert, .key_file = o.tls_key, .pfx_file = o.pfx,
+        if (auto ok = setup_server_tls(*tls, {.cert_file = o.tls_cert,
+                                              .key_file = o.tls_key,
+                                              .pfx_file = o.pfx,
                                               .pfx_password = o.pfx_password,
                                               .tls13_only = o.tls_min_version == tls_version::v1_3});
             !ok) {
@@ -530,4 +532,3 @@ int run_server(server_options options) {
 }
 
 }  // namespace wsig
-

@@ -165,7 +165,8 @@ struct server_state {
     std::filesystem::path static_root;  // canonical --static directory
 
     explicit server_state(server_options o)
-        : opts(std::move(o)), log(opts.log_format, opts.log_level),
+        : opts(std::move(o)),
+          log(opts.log_format, opts.log_level),
           router(reg, opts.levels, opts.max_json_depth, report_unrouted) {}
 
     void add_live(std::shared_ptr<live_session> const& s);
@@ -233,7 +234,6 @@ void strip_for_head(request const& req, response& res);
 // A simple response with the request's version and keep-alive.
 response make_response(request const& req, http::status status, std::string body,
                        std::string_view content_type = "text/plain; charset=utf-8");
-
 
 // Start a session on an accepted socket (server_plain.cpp, server_tls.cpp).
 void start_plain_session(server_state& st, event_loop& loop, socket_type socket);
