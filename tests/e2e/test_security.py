@@ -50,10 +50,10 @@ def function_body(source, signature):
 
 def test_signature_and_api_key_are_compared_in_constant_time_in_the_source():
     # A timing test is noise on a shared machine; this guards the code that SECURITY.md cites instead.
-    unsign = function_body((ROOT / "lib/src/signing.cpp").read_text(), "result<std::string> unsign(")
+    unsign = function_body((ROOT / "lib/src/signal/signing.cpp").read_text(), "result<std::string> unsign(")
     assert "CRYPTO_memcmp(" in unsign
     assert not re.search(r"given\s*[!=]=\s*expected|expected\s*[!=]=\s*given|\.compare\(|(?<!CRYPTO_)memcmp\(|strcmp\(", unsign)
-    api = function_body((ROOT / "lib/src/server.cpp").read_text(), "bool api_key_ok(")
+    api = function_body((ROOT / "lib/src/server/http_api.cpp").read_text(), "bool api_key_ok(")
     assert "CRYPTO_memcmp(" in api
     assert not re.search(r"key\s*[!=]=\s*want|want\s*[!=]=\s*key", api)
 
@@ -61,12 +61,12 @@ def test_signature_and_api_key_are_compared_in_constant_time_in_the_source():
 def test_hmac_and_random_results_are_checked_in_the_source():
     # HMAC() cannot be made to fail from outside (tests/unit/test_signing.cpp covers the error path it
     # leads to); this guards that its result, the digest length and RAND_bytes' answer are read.
-    hmac = function_body((ROOT / "lib/src/signing.cpp").read_text(), "result<std::string> hmac_sha256_base64(")
+    hmac = function_body((ROOT / "lib/src/signal/signing.cpp").read_text(), "result<std::string> hmac_sha256_base64(")
     assert re.search(r"=\s*HMAC\(", hmac) and "mac == nullptr" in hmac, hmac
     assert "digest_len != SHA256_DIGEST_LENGTH" in hmac and "signature_length" in hmac
-    unsign = function_body((ROOT / "lib/src/signing.cpp").read_text(), "result<std::string> unsign(")
+    unsign = function_body((ROOT / "lib/src/signal/signing.cpp").read_text(), "result<std::string> unsign(")
     assert "if (!expected) return expected.error();" in unsign
-    new_id = function_body((ROOT / "lib/src/client_id.cpp").read_text(), "result<std::string> new_client_id(")
+    new_id = function_body((ROOT / "lib/src/signal/client_id.cpp").read_text(), "result<std::string> new_client_id(")
     assert "RAND_bytes(" in new_id and "!= 1" in new_id and "throw" not in new_id
 
 

@@ -43,6 +43,23 @@ std::vector<std::string> ids(Connections const& cs) {
 
 using strings = std::vector<std::string>;
 
+// The selections the server makes, each through registry::select: a send, a lookup of one
+// ClientId (POST /signal with an ID), the admin API's (locals too), and a send checking levels.
+wsig::recipients select(wsig::registry const& reg, wsig::target const& t) {
+    return reg.select(t).value();
+}
+wsig::connection_ptr find(wsig::registry const& reg, std::string name, std::string id, strings groups = {}) {
+    auto got = reg.select({.names = {std::move(name)}, .groups = std::move(groups), .client_ids = {std::move(id)}});
+    return got.value().empty() ? nullptr : got.value().items().front();
+}
+wsig::recipients list(wsig::registry const& reg, wsig::target const& t = {}) {
+    return reg.select(t, {.with_locals = true}).value();
+}
+wsig::result<wsig::recipients> resolve(wsig::registry const& reg, wsig::broadcast_levels const& levels,
+                                       wsig::target const& t) {
+    return reg.select(t, {.levels = &levels});
+}
+
 }  // namespace
 
 TEST_CASE("registry: add, find and remove by Name and ClientId, case-sensitive") {
@@ -50,12 +67,12 @@ TEST_CASE("registry: add, find and remove by Name and ClientId, case-sensitive")
     auto a = make("Msg", "a");
     CHECK(reg.add(a) == nullptr);
     CHECK(reg.size() == 1);
-    CHECK(reg.find("Msg", "a") == a);
-    CHECK(reg.find("msg", "a") == nullptr);
-    CHECK(reg.find("Msg", "A") == nullptr);
+    CHECK(find(reg, "Msg", "a") == a);
+    CHECK(find(reg, "msg", "a") == nullptr);
+    CHECK(find(reg, "Msg", "A") == nullptr);
     reg.remove(*a);
     CHECK(reg.size() == 0);
-    CHECK(reg.find("Msg", "a") == nullptr);
+    CHECK(find(reg, "Msg", "a") == nullptr);
     CHECK(reg.names().empty());
 }
 
@@ -67,20 +84,20 @@ TEST_CASE("registry: a replaced client ID returns the old connection, and its re
     CHECK(reg.add(new_conn) == old_conn);
     CHECK(reg.size() == 1);
     reg.remove(*old_conn);  // the old session's teardown must not unregister its replacement
-    CHECK(reg.find("Msg", "a") == new_conn);
+    CHECK(find(reg, "Msg", "a") == new_conn);
     // The same ClientId under another Name is another connection.
     CHECK(reg.add(make("Other", "a")) == nullptr);
     CHECK(reg.size() == 2);
 }
 
-TEST_CASE("registry: the registry never keeps a connection alive") {
+TEST_CASE("registry: its entries never keep a connection alive (a cached list does, see below)") {
     wsig::registry reg;
     {
         auto a = make("Msg", "a");
         reg.add(a);
     }
-    CHECK(reg.find("Msg", "a") == nullptr);
-    CHECK(reg.select({}).empty());
+    CHECK(find(reg, "Msg", "a") == nullptr);
+    CHECK(select(reg, {}).empty());
 }
 
 TEST_CASE("registry: the list of a whole Name is shared until the Name changes, and lets go on removal") {
@@ -88,28 +105,28 @@ TEST_CASE("registry: the list of a whole Name is shared until the Name changes, 
     auto a = make("Msg", "a");
     std::weak_ptr<fake_connection> watch_b;
     reg.add(a);
-    auto first = reg.select({.names = {"Msg"}});
-    CHECK(&reg.select({.names = {"Msg"}}).items() == &first.items());  // no list built per send
+    auto first = select(reg, {.names = {"Msg"}});
+    CHECK(&select(reg, {.names = {"Msg"}}).items() == &first.items());  // no list built per send
     {
         auto b = make("Msg", "b");
         watch_b = b;
         reg.add(b);
         CHECK(ids(first) == strings{"a"});  // a list already handed out does not change
-        CHECK(ids(reg.select({.names = {"Msg"}})) == strings{"a", "b"});
-        CHECK(ids(reg.select({.names = {"Msg"}, .groups = {"x"}})).empty());
+        CHECK(ids(select(reg, {.names = {"Msg"}})) == strings{"a", "b"});
+        CHECK(ids(select(reg, {.names = {"Msg"}, .groups = {"x"}})).empty());
         reg.add(make("Other", "c"));  // another Name's change keeps this list
-        auto again = reg.select({.names = {"Msg"}});
-        CHECK(&reg.select({.names = {"Msg"}}).items() == &again.items());
+        auto again = select(reg, {.names = {"Msg"}});
+        CHECK(&select(reg, {.names = {"Msg"}}).items() == &again.items());
         reg.remove(*b);
     }
     CHECK(watch_b.expired());  // the cached list let go of b when b was removed
-    CHECK(ids(reg.select({.names = {"Msg"}})) == strings{"a"});
-    CHECK(ids(reg.select({.names = {"Other"}})).empty());  // expired: its only owner is gone
+    CHECK(ids(select(reg, {.names = {"Msg"}})) == strings{"a"});
+    CHECK(ids(select(reg, {.names = {"Other"}})).empty());  // expired: its only owner is gone
 
     auto c = make("Cached", "c");
     std::weak_ptr<fake_connection> watch_c = c;
     reg.add(c);
-    CHECK(reg.select({.names = {"Cached"}}).size() == 1);
+    CHECK(select(reg, {.names = {"Cached"}}).size() == 1);
     c.reset();
     CHECK_FALSE(watch_c.expired());  // held by the cached list until the Name changes or the cache is dropped
     reg.drop_cached_lists();
@@ -123,20 +140,20 @@ TEST_CASE("registry: select by names, groups (case-insensitive) and client IDs")
         make("Chat", "e", "", wsig::scope::local)};
     for (auto& c : keep) reg.add(c);
 
-    CHECK(ids(reg.select({})) == strings{"a", "b", "c", "d"});  // every global connection, locals never
-    CHECK(ids(reg.select({.names = {"Msg"}})) == strings{"a", "b", "c"});
-    CHECK(ids(reg.select({.names = {"Nope"}})).empty());
-    CHECK(ids(reg.select({.groups = {"red"}})) == strings{"a", "d"});
-    CHECK(ids(reg.select({.names = {"Msg"}, .groups = {"BLUE", "red"}})) == strings{"a", "b"});
-    CHECK(ids(reg.select({.client_ids = {"c", "d", "zz"}})) == strings{"c", "d"});
-    CHECK(ids(reg.select({.names = {"Msg"}, .client_ids = {"d"}})).empty());
-    CHECK(ids(reg.select({.names = {"Msg", "Msg"}})) == strings{"a", "b", "c"});  // never twice
-    CHECK(ids(reg.select({.client_ids = {"a", "a"}})) == strings{"a"});
-    CHECK(reg.find("Chat", "e") == nullptr);  // a local connection is not reachable
-    CHECK(ids(reg.list()) == strings{"a", "b", "c", "d", "e"});
+    CHECK(ids(select(reg, {})) == strings{"a", "b", "c", "d"});  // every global connection, locals never
+    CHECK(ids(select(reg, {.names = {"Msg"}})) == strings{"a", "b", "c"});
+    CHECK(ids(select(reg, {.names = {"Nope"}})).empty());
+    CHECK(ids(select(reg, {.groups = {"red"}})) == strings{"a", "d"});
+    CHECK(ids(select(reg, {.names = {"Msg"}, .groups = {"BLUE", "red"}})) == strings{"a", "b"});
+    CHECK(ids(select(reg, {.client_ids = {"c", "d", "zz"}})) == strings{"c", "d"});
+    CHECK(ids(select(reg, {.names = {"Msg"}, .client_ids = {"d"}})).empty());
+    CHECK(ids(select(reg, {.names = {"Msg", "Msg"}})) == strings{"a", "b", "c"});  // never twice
+    CHECK(ids(select(reg, {.client_ids = {"a", "a"}})) == strings{"a"});
+    CHECK(find(reg, "Chat", "e") == nullptr);  // a local connection is not reachable
+    CHECK(ids(list(reg)) == strings{"a", "b", "c", "d", "e"});
     CHECK(reg.names() == strings{"Chat", "Msg"});
-    CHECK(reg.find("Msg", "a", {"RED"}) != nullptr);
-    CHECK(reg.find("Msg", "a", {"blue"}) == nullptr);
+    CHECK(find(reg, "Msg", "a", {"RED"}) != nullptr);
+    CHECK(find(reg, "Msg", "a", {"blue"}) == nullptr);
 }
 
 TEST_CASE("registry: a send naming many groups matches each connection's group case-insensitively") {
@@ -147,14 +164,14 @@ TEST_CASE("registry: a send naming many groups matches each connection's group c
     for (auto& c : keep) reg.add(c);
     wsig::target t{.names = {"Msg"}};
     for (int i = 0; i < 256; ++i) t.groups.push_back("GROUP" + std::to_string(i * 2));  // the even ones, and 200 absent
-    auto got = reg.select(t);
+    auto got = select(reg, t);
     CHECK(got.size() == 100);
     CHECK(std::all_of(got.begin(), got.end(), [](auto const& c) {
         return std::stoi(c->info().group.substr(5)) % 2 == 0;
     }));
-    CHECK(reg.list({.groups = {"group7", "GrOuP9"}}).size() == 2);
-    CHECK(reg.find("Msg", "c7", {"x", "GROUP7"}) != nullptr);
-    CHECK(reg.find("Msg", "none", {"x"}) == nullptr);  // no group matches no listed group
+    CHECK(list(reg, {.groups = {"group7", "GrOuP9"}}).size() == 2);
+    CHECK(find(reg, "Msg", "c7", {"x", "GROUP7"}) != nullptr);
+    CHECK(find(reg, "Msg", "none", {"x"}) == nullptr);  // no group matches no listed group
 }
 
 TEST_CASE("broadcast levels: name allows all, group needs a group or client ID, clientid needs a client ID") {
@@ -186,7 +203,7 @@ TEST_CASE("broadcast levels: bad specs are refused") {
     CHECK(levels.level_for("MSG") == wsig::broadcast_level::group);
 }
 
-TEST_CASE("resolve_targets: checks the level of every targeted Name, all names when none are given") {
+TEST_CASE("select with levels: checks the level of every targeted Name, all names when none are given") {
     wsig::registry reg;
     auto a = make("Msg", "a", "g");
     auto b = make("Open", "b");
@@ -195,12 +212,12 @@ TEST_CASE("resolve_targets: checks the level of every targeted Name, all names w
     wsig::broadcast_levels levels;
     REQUIRE(levels.apply_spec("Msg=group"));
 
-    auto all = wsig::resolve_targets(reg, levels, {});
+    auto all = resolve(reg, levels, {});
     REQUIRE_FALSE(all.has_value());  // all names includes Msg, whose level needs a group
     CHECK(all.error().code == wsig::errc::broadcast_level);
-    CHECK(ids(wsig::resolve_targets(reg, levels, {.names = {"Open"}}).value()) == strings{"b"});
-    CHECK(ids(wsig::resolve_targets(reg, levels, {.groups = {"G"}}).value()) == strings{"a"});
-    CHECK_FALSE(wsig::resolve_targets(reg, levels, {.names = {"Msg"}}).has_value());
+    CHECK(ids(resolve(reg, levels, {.names = {"Open"}}).value()) == strings{"b"});
+    CHECK(ids(resolve(reg, levels, {.groups = {"G"}}).value()) == strings{"a"});
+    CHECK_FALSE(resolve(reg, levels, {.names = {"Msg"}}).has_value());
 }
 
 TEST_CASE("message: a frame is built once with the right header for each length class") {

@@ -1,5 +1,5 @@
 // The registry of signal connections (Name -> ClientId -> connection), target selection and
-// broadcast levels: the one place every send path asks "who gets this?".
+// broadcast levels: registry::select is where every send path asks "who gets this?".
 #pragma once
 
 #include <wsig/error.hpp>
@@ -77,6 +77,17 @@ private:
     static inline list const empty_{};
 };
 
+class broadcast_levels;
+
+// How registry::select treats broadcast levels and the local scope.
+struct selection {
+    // Checked for every targeted Name; null: not checked (a close, the admin API, a lookup).
+    broadcast_levels const* levels = nullptr;
+    // Local connections too: the admin API and the upgrade's in-use check only. A send never
+    // reaches a local connection (Pode's rule).
+    bool with_locals = false;
+};
+
 class registry {
 public:
     // Registers `c` under its Name and ClientId. Returns the connection it replaced (same Name and
@@ -87,20 +98,18 @@ public:
     // (a replaced connection must not remove its replacement).
     void remove(connection const& c);
 
-    // A global connection with this Name and ClientId whose group matches one of `groups`
-    // (any group when empty), or null.
-    connection_ptr find(std::string_view name, std::string_view client_id,
-                        std::vector<std::string> const& groups = {}) const;
-
-    // Global connections matching `t`. Locals are never selected (Pode's rule).
-    recipients select(target const& t) const;
+    // Who a send (or a close) goes to, the one selection every path makes: envelope routing and
+    // the demo's [date], POST /signal (to a Name or to one ClientId), a signal route's send and
+    // close actions, schedules, and the admin API (listing, DELETE /signal/connections). Only a
+    // reply to the sender (`direct`, a signal route's reply) selects no one: it has its sender.
+    // Global connections only unless `how.with_locals`; with `how.levels`, refuses the whole
+    // selection when the broadcast level of a targeted Name (of every Name in the registry when
+    // `t.names` is empty) is broken. A send to every connection of one Name gets the cached list.
+    result<recipients> select(target const& t, selection how = {}) const;
 
     // Lets go of the cached recipient lists (and so of the connections only they still hold):
     // the server calls it at exit, before its event loops go.
     void drop_cached_lists();
-
-    // Every connection of either scope, optionally filtered (for the admin API).
-    std::vector<connection_ptr> list(target const& t = {}) const;
 
     std::vector<std::string> names() const;  // names with at least one global connection
     std::size_t size() const;
@@ -123,6 +132,7 @@ private:
     class group_filter;
     template <class F>
     void visit(target const& t, group_filter const& groups, bool globals_only, F&& f) const;
+    recipients matching(target const& t, bool with_locals) const;
     recipients whole_name(std::string_view name) const;
 
     mutable std::shared_mutex mutex_;
@@ -152,10 +162,5 @@ private:
     std::vector<std::pair<std::string, broadcast_level>> levels_;
     broadcast_level default_ = broadcast_level::name;
 };
-
-// The one function every send path calls: checks the broadcast level of every targeted Name
-// (every Name in the registry when `t.names` is empty) and returns the recipients. Refuses the
-// whole send when any Name's level is broken.
-result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels, target const& t);
 
 }  // namespace wsig

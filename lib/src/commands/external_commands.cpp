@@ -344,7 +344,7 @@ void external_commands::on_action(std::size_t index, std::string const& line, bo
     auto action = parse_action_line(line, options_.max_json_depth);
     if (!action) return bad(action.error().message);
     if (auto const& send = action->send) {
-        auto recipients = resolve_targets(registry_, levels_, send->to);
+        auto recipients = registry_.select(send->to, {.levels = &levels_});
         if (!recipients) {
             log(command_log::warning,
                 fmt::format("signal route {}: send refused: {}", run.spec.path, recipients.error().message));
@@ -365,7 +365,7 @@ void external_commands::on_action(std::size_t index, std::string const& line, bo
         }
     }
     if (auto const& close = action->close)
-        for (auto const& c : registry_.select(*close)) c->close(1000, "closed by handler");
+        for (auto const& c : *registry_.select(*close)) c->close(1000, "closed by handler");
 }
 
 void external_commands::on_connect(connection_info const& info) {
@@ -491,7 +491,7 @@ void external_commands::run_schedule(std::size_t index) {
             }
             if (output.ends_with('\n')) output.pop_back();
             if (output.empty()) return;  // as Pode: an empty message is not sent
-            auto recipients = resolve_targets(self->registry_, self->levels_, {.names = {s.name}});
+            auto recipients = self->registry_.select({.names = {s.name}}, {.levels = &self->levels_});
             if (!recipients) {
                 self->log(command_log::warning, fmt::format("every {}: {}", format_duration(s.period),
                                                             recipients.error().message));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "commands/child_process.hpp"
+#include "signal/router.hpp"
 
 #include <wsig/envelope.hpp>
 #include <wsig/json.hpp>
@@ -73,7 +74,7 @@ result<signal_action> parse_action_line(std::string_view line, std::size_t max_d
 
 // What the handlers need of the server beyond the registry: the broadcast levels and how a payload
 // becomes a frame are in the core library already; sending uses connection::send.
-class external_commands : public std::enable_shared_from_this<external_commands> {
+class external_commands : public std::enable_shared_from_this<external_commands>, public signal_route_target {
 public:
     external_commands(boost::asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
                      command_options options, command_logger log);
@@ -86,9 +87,9 @@ public:
     bool idle() const noexcept { return running_.load() == 0; }
 
     // True when client messages on sockets of `socket_path` go to a signal route (no default routing then).
-    bool routes(std::string_view socket_path) const;
+    bool routes(std::string_view socket_path) const override;
     // A client message on a signal-route socket; thread-safe. Its message value is moved into the event.
-    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope env);
+    void on_message(connection_ptr const& sender, std::string_view socket_path, envelope env) override;
 
     // Connection events (every cause for disconnect); thread-safe. `reason` says why it ended.
     void on_connect(connection_info const& info);
@@ -139,13 +140,13 @@ private:
 // One local-route process (--route PATH=NAME,scope=local,exec=CMD) bound to one connection: its
 // stdout lines go to the client, the client's messages go to its stdin, and each ends the other.
 // `slot` (a --max-processes reservation) is held until the process has been reaped.
-class local_process : public std::enable_shared_from_this<local_process> {
+class local_process : public std::enable_shared_from_this<local_process>, public local_route_target {
 public:
     static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor executor, std::string command,
                                                         std::weak_ptr<connection> conn, connection_info const& info,
                                                         std::size_t max_queue, std::size_t max_line,
                                                         command_logger log, std::shared_ptr<void> slot = {});
-    void on_client_message(std::string_view text);  // thread-safe
+    void on_client_message(std::string_view text) override;  // thread-safe
     void on_client_gone();                          // thread-safe; ends the process
 
     local_process(boost::asio::any_io_executor executor, std::weak_ptr<connection> conn, command_logger log);

@@ -520,8 +520,7 @@ private:
         ++st_.stats.messages_received;
         auto data = buffer_.cdata();
         std::string_view text(static_cast<char const*>(data.data()), data.size());
-        if (local_) local_->on_client_message(text);  // a local route's messages go to its process only
-        else on_client_message(st_, *this, kind_, text, !ws_.got_text());
+        st_.router.route(*this, kind_, local_.get(), text, !ws_.got_text());
         buffer_.consume(buffer_.size());
         // Bounded memory: a big message must not pin its buffer for the life of an idle connection.
         if (buffer_.capacity() > 64 * 1024) buffer_.shrink_to_fit();

@@ -5,6 +5,7 @@
 #include "commands/external_commands.hpp"
 #include "net/event_loop.hpp"
 #include "server/static_files.hpp"
+#include "signal/router.hpp"
 
 #include <wsig/registry.hpp>
 #include <wsig/server.hpp>
@@ -106,18 +107,14 @@ struct metrics {
     }
 };
 
-enum class session_kind { signal, echo, demo };
+using wsig::session_kind;
 
 // What a live WebSocket session offers beyond the registry's interface: a hard stop for shutdown,
 // and what the memory budget needs to know of it.
-class live_session : public connection {
+class live_session : public message_source {
 public:
-    virtual connection_ptr self() = 0;  // this session as the registry holds it
     virtual void abort() = 0;           // thread-safe: closes the socket now
     virtual void release_parked() = 0;  // only after the event loop stopped
-    // A warning about this connection's traffic (a bad envelope, a refused broadcast), through its
-    // own log_limiter: one client cannot flood the log. Thread-safe.
-    virtual void warn(std::string message) = 0;
 
     struct holding {
         std::size_t bytes = 0;   // its send queue (queued and in flight) and the message it is receiving
@@ -127,6 +124,9 @@ public:
     // Thread-safe: drops what it has queued and closes with 1008, to bring the memory budget back.
     virtual void shed() = 0;
 };
+
+// The router's warning for a message that reached no one, logged through the sender's limiter.
+void report_unrouted(message_source& from, unrouted why, std::string_view detail);
 
 struct server_state {
     server_options opts;
@@ -143,6 +143,7 @@ struct server_state {
     std::atomic<bool> stopping{false};
     // Signal routes, hooks and schedules; null when none is configured.
     std::shared_ptr<external_commands> commands;
+    wsig::router router;  // where each client message goes
 
     std::mutex live_mutex;
     std::unordered_map<live_session const*, std::weak_ptr<live_session>> live;
@@ -163,7 +164,10 @@ struct server_state {
 
     std::filesystem::path static_root;  // canonical --static directory
 
-    explicit server_state(server_options o) : opts(std::move(o)), log(opts.log_format, opts.log_level) {}
+    explicit server_state(server_options o)
+        : opts(std::move(o)),
+          log(opts.log_format, opts.log_level),
+          router(reg, opts.levels, opts.max_json_depth, report_unrouted) {}
 
     void add_live(std::shared_ptr<live_session> const& s);
     void remove_live(live_session const* s);
@@ -230,10 +234,6 @@ void strip_for_head(request const& req, response& res);
 // A simple response with the request's version and keep-alive.
 response make_response(request const& req, http::status status, std::string body,
                        std::string_view content_type = "text/plain; charset=utf-8");
-
-// One complete client message on a WebSocket (text or binary).
-void on_client_message(server_state& st, live_session& sender, session_kind kind, std::string_view data,
-                       bool binary);
 
 // Start a session on an accepted socket (server_plain.cpp, server_tls.cpp).
 void start_plain_session(server_state& st, event_loop& loop, socket_type socket);

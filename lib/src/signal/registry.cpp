@@ -99,19 +99,6 @@ void registry::drop_cached_lists() {
         if (by.globals) stale.push_back(std::move(by.globals));
 }
 
-connection_ptr registry::find(std::string_view name, std::string_view client_id,
-                              std::vector<std::string> const& groups) const {
-    group_filter const filter(groups);
-    std::shared_lock lock(mutex_);
-    auto by = by_name_.find(name);
-    if (by == by_name_.end()) return nullptr;
-    auto const& clients = by->second.clients;
-    auto it = clients.find(std::string(client_id));
-    if (it == clients.end() || it->second.scope != scope::global) return nullptr;
-    if (!filter.matches(it->second.group)) return nullptr;
-    return it->second.conn.lock();
-}
-
 template <class F>
 void registry::visit(target const& t, group_filter const& groups, bool globals_only, F&& f) const {
     auto visit_clients = [&](client_map const& cs) {
@@ -135,14 +122,28 @@ void registry::visit(target const& t, group_filter const& groups, bool globals_o
     }
 }
 
-recipients registry::select(target const& t) const {
-    // The common broadcast, to everyone of one Name: the cached list.
-    if (t.names.size() == 1 && t.groups.empty() && t.client_ids.empty()) return whole_name(t.names.front());
+result<recipients> registry::select(target const& t, selection how) const {
+    if (how.levels) {
+        bool has_group = !t.groups.empty(), has_id = !t.client_ids.empty();
+        auto check_all = [&](auto const& names) -> result<void> {
+            for (auto const& name : names)
+                if (auto ok = how.levels->check(name, has_group, has_id); !ok) return ok.error();
+            return {};
+        };
+        if (auto ok = t.names.empty() ? check_all(names()) : check_all(t.names); !ok) return ok.error();
+    }
+    return matching(t, how.with_locals);
+}
+
+recipients registry::matching(target const& t, bool with_locals) const {
+    // The common broadcast, to everyone of one Name: the cached list (of its global connections).
+    if (!with_locals && t.names.size() == 1 && t.groups.empty() && t.client_ids.empty())
+        return whole_name(t.names.front());
     recipients::list out;
     group_filter const groups(t.groups);
     std::shared_lock lock(mutex_);
     out.reserve(t.client_ids.empty() ? size_ : t.client_ids.size());
-    visit(t, groups, true, [&](connection_ptr c) { out.push_back(std::move(c)); });
+    visit(t, groups, !with_locals, [&](connection_ptr c) { out.push_back(std::move(c)); });
     lock.unlock();
     // A Name or ClientId listed twice must not deliver twice.
     if (t.names.size() > 1 || t.client_ids.size() > 1) {
@@ -168,14 +169,6 @@ recipients registry::whole_name(std::string_view name) const {
         cached = std::move(l);
     }
     return recipients(cached);
-}
-
-std::vector<connection_ptr> registry::list(target const& t) const {
-    std::vector<connection_ptr> out;
-    group_filter const groups(t.groups);
-    std::shared_lock lock(mutex_);
-    visit(t, groups, false, [&](connection_ptr c) { out.push_back(std::move(c)); });
-    return out;
 }
 
 std::vector<std::string> registry::names() const {
@@ -253,18 +246,6 @@ result<void> broadcast_levels::check(std::string_view name, bool has_group, bool
     return make_error(errc::broadcast_level,
                       fmt::format("the broadcast level of '{}' is '{}': a {} is required", name, to_string(level),
                                   level == broadcast_level::group ? "group or client ID" : "client ID"));
-}
-
-result<recipients> resolve_targets(registry const& reg, broadcast_levels const& levels, target const& t) {
-    bool has_group = !t.groups.empty(), has_id = !t.client_ids.empty();
-    auto check_all = [&](auto const& names) -> result<void> {
-        for (auto const& name : names)
-            if (auto ok = levels.check(name, has_group, has_id); !ok) return ok.error();
-        return {};
-    };
-    auto ok = t.names.empty() ? check_all(reg.names()) : check_all(t.names);
-    if (!ok) return ok.error();
-    return reg.select(t);
 }
 
 }  // namespace wsig
