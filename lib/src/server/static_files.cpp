@@ -121,8 +121,7 @@ std::string_view content_type_for(fs::path const& file) {
         {".xml", "application/xml"},             {".pdf", "application/pdf"},
         {".csv", "text/csv; charset=utf-8"},     {".map", "application/json"},
     }};
-    auto ext = file.extension().string();
-    for (auto& c : ext) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    auto const ext = to_lower(file.extension().string());
     for (auto const& [e, t] : types)
         if (e == ext) return t;
     return "application/octet-stream";

@@ -35,7 +35,7 @@ bool looks_like_guid(std::string const& t) {
         char c = t[i];
         bool dash = i == 8 || i == 13 || i == 18 || i == 23;
         if (dash != (c == '-')) return false;
-        if (!dash && !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return false;
+        if (!dash && hex_value(c) < 0) return false;
     }
     return true;
 }
