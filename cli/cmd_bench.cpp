@@ -44,27 +44,6 @@ struct bench_cli {
     bool quiet = false;
 };
 
-std::chrono::milliseconds duration_of(std::string const& flag, std::string const& text) {
-    auto d = parse_duration(text);
-    if (!d) throw exit_error(to_int(exit_code::usage), fmt::format("{}: {}", flag, d.error().message));
-    return *d;
-}
-
-std::pair<std::string, std::string> header_of(std::string const& text) {
-    auto const colon = text.find(':');
-    auto bad = [&] { return exit_error(to_int(exit_code::usage), fmt::format("-H '{}': give 'Name: value'", text)); };
-    if (colon == std::string::npos || colon == 0) throw bad();
-    std::string name = text.substr(0, colon);
-    for (char c : name)
-        if (c <= ' ' || c >= 127 || c == '(' || c == ')' || c == ',' || c == ';' || c == '"' || c == ':') throw bad();
-    std::string value = text.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.erase(0, 1);
-    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.pop_back();
-    for (char c : value)
-        if (c == '\r' || c == '\n') throw bad();
-    return {name, value};
-}
-
 void print_progress(bench::progress const& p, bench::mode m) {
     std::string line;
     if (p.setting_up) {
@@ -171,14 +150,12 @@ not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --thr
                          : o->mode == "idle"    ? bench::mode::idle
                                                 : bench::mode::echo;
                 b.connections = o->connections;
-                auto size = parse_size(o->size);
-                if (!size) throw exit_error(to_int(exit_code::usage), fmt::format("--size: {}", size.error().message));
-                b.size = *size;
+                b.size = size_flag("--size", o->size);
                 b.in_flight = o->in_flight;
-                b.duration = duration_of("--duration", o->duration);
-                b.warmup = duration_of("--warmup", o->warmup);
-                b.connect_timeout = duration_of("--connect-timeout", o->connect_timeout);
-                b.broadcast_timeout = duration_of("--broadcast-timeout", o->broadcast_timeout);
+                b.duration = duration_flag("--duration", o->duration);
+                b.warmup = duration_flag("--warmup", o->warmup);
+                b.connect_timeout = duration_flag("--connect-timeout", o->connect_timeout);
+                b.broadcast_timeout = duration_flag("--broadcast-timeout", o->broadcast_timeout);
                 b.threads = o->threads;
                 b.binary = o->binary;
                 b.sub_path = o->sub_path;
@@ -187,7 +164,7 @@ not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --thr
                 b.via = o->via == "push" ? bench::publish_via::push : bench::publish_via::ws;
                 b.push_path = o->push_path;
                 b.raw = o->raw;
-                for (auto const& h : o->headers) b.headers.push_back(header_of(h));
+                b.headers = header_flags(o->headers);
                 std::vector<bench::threshold> thresholds;
                 for (auto const& t : o->thresholds) {
                     auto parsed = bench::parse_threshold(t);

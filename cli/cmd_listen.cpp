@@ -39,28 +39,17 @@ struct listen_cli {
     std::string reconnect;  // "" not given, "true" bare --reconnect, else --reconnect=N
 };
 
-std::chrono::milliseconds duration_flag(std::string const& text, char const* flag) {
-    if (text.empty()) return std::chrono::milliseconds{0};
-    auto d = parse_duration(text);
-    if (!d) throw exit_error(to_int(exit_code::usage), fmt::format("{} {}: {}", flag, text, d.error().message));
-    return *d;
-}
-
 listen_options to_options(listen_cli const& c) {
     listen_options o;
     o.url = c.url;
-    for (auto const& h : c.headers) {
-        auto parsed = parse_header(h);
-        if (!parsed) throw exit_error(to_int(exit_code::usage), fmt::format("-H: {}", parsed.error().message));
-        o.headers.push_back(std::move(*parsed));
-    }
+    o.headers = header_flags(c.headers);
     o.origin = c.origin;
     o.tls = {.insecure = c.insecure, .cacert = c.cacert};
     o.output = c.output == "jsonl" ? output_format::jsonl : output_format::text;
     o.count = c.count;
     if (!c.until.empty()) o.until = c.until;
-    o.timeout = duration_flag(c.timeout, "--timeout");
-    o.idle_timeout = duration_flag(c.idle_timeout, "--idle-timeout");
+    o.timeout = duration_or_off_flag("--timeout", c.timeout);
+    o.idle_timeout = duration_or_off_flag("--idle-timeout", c.idle_timeout);
     o.send = c.send;
     o.read_stdin = c.read_stdin;
     o.exit_on_eof = c.exit_on_eof;
@@ -71,11 +60,7 @@ listen_options to_options(listen_cli const& c) {
     o.target.client_ids = c.to;
     o.target.direct = c.direct;
     o.echo = c.echo;
-    auto size = parse_size(c.max_message_size);
-    if (!size || *size == 0)
-        throw exit_error(to_int(exit_code::usage), fmt::format("--max-message-size {}: {}", c.max_message_size,
-                                                               size ? "must be more than 0" : size.error().message));
-    o.max_message_size = *size;
+    o.max_message_size = positive_size_flag("--max-message-size", c.max_message_size);
     o.id_file = c.id_file;
     if (c.reconnect == "true") {
         o.reconnect = -1;

@@ -2,6 +2,8 @@
 // reads DATA, '-' or @FILE, and leaves the work to wsig::run_send.
 #include "commands.hpp"
 
+#include "util/url.hpp"
+
 #include <wsig/client.hpp>
 #include <wsig/exit_code.hpp>
 #include <wsig/signing.hpp>
@@ -61,22 +63,10 @@ std::string read_data(std::string const& arg) {
 int run(send_cli const& c) {
     send_options o;
     o.url = c.url;
-    auto t = parse_duration(c.timeout);
-    if (!t) throw exit_error(to_int(exit_code::usage), fmt::format("--timeout {}: {}", c.timeout, t.error().message));
-    o.timeout = *t;
-    for (auto const& h : c.headers) {
-        auto parsed = parse_header(h);
-        if (!parsed) throw exit_error(to_int(exit_code::usage), fmt::format("-H: {}", parsed.error().message));
-        o.headers.push_back(std::move(*parsed));
-    }
-    if (!parse_url(c.url)) throw exit_error(to_int(exit_code::usage), parse_url(c.url).error().message);
-    if (!c.api_key_file.empty()) {
-        auto key = read_secret_file(c.api_key_file);
-        if (!key) throw exit_error(to_int(exit_code::config), fmt::format("--api-key-file: {}", key.error().message));
-        o.api_key = *key;
-    } else if (char const* env = std::getenv("WSIG_API_KEY"); env && *env) {
-        o.api_key = env;  // as `wsig serve` reads it: a secret from the environment, never from argv
-    }
+    o.timeout = duration_flag("--timeout", c.timeout);
+    o.headers = header_flags(c.headers);
+    if (auto u = parse_url(c.url); !u) usage_error(u.error().message);
+    o.api_key = api_key_flag(c.api_key_file);
     o.data = read_data(c.data);
     o.json = c.json;
     if (c.json) {

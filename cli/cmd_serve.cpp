@@ -42,31 +42,10 @@ struct serve_options {
     bool static_dotfiles = false;
 };
 
-[[noreturn]] void usage(std::string const& message) { throw exit_error(to_int(exit_code::usage), message); }
-[[noreturn]] void config(std::string const& message) { throw exit_error(to_int(exit_code::config), message); }
-
-std::uint64_t size_flag(char const* flag, std::string const& text) {
-    auto v = parse_size(text);
-    if (!v) usage(fmt::format("{}: {}", flag, v.error().message));
-    return *v;
-}
-
-std::chrono::milliseconds duration_flag(char const* flag, std::string const& text, bool zero_ok) {
-    if (zero_ok && (text == "0" || text == "off")) return std::chrono::milliseconds(0);
-    auto v = parse_duration(text);
-    if (!v) usage(fmt::format("{}: {}", flag, v.error().message));
-    return *v;
-}
 
 void must_be_readable(char const* what, std::string const& path) {
     std::ifstream in(path);
-    if (!in) config(fmt::format("{} '{}' cannot be read", what, path));
-}
-
-std::string read_secret(char const* what, std::string const& path) {
-    auto v = read_secret_file(path);
-    if (!v) config(fmt::format("{}: {}", what, v.error().message));
-    return *v;
+    if (!in) config_error(fmt::format("{} '{}' cannot be read", what, path));
 }
 
 // Only this machine can reach a server bound here (what bind_endpoint accepts as a loopback address).
@@ -80,33 +59,33 @@ server_options to_server_options(serve_options const& in) {
     o.port = static_cast<std::uint16_t>(in.port);
     for (auto const& r : in.routes) {
         auto spec = parse_route_spec(r);
-        if (!spec) usage(fmt::format("--route: {}", spec.error().message));
+        if (!spec) usage_error(fmt::format("--route: {}", spec.error().message));
         for (auto const& other : o.routes)
-            if (other.path == spec->path) usage(fmt::format("--route: path '{}' given twice", spec->path));
+            if (other.path == spec->path) usage_error(fmt::format("--route: path '{}' given twice", spec->path));
         o.routes.push_back(std::move(*spec));
     }
     for (auto const& e : in.echo) {
-        if (e.empty() || e[0] != '/') usage(fmt::format("--echo '{}': PATH must start with '/'", e));
+        if (e.empty() || e[0] != '/') usage_error(fmt::format("--echo '{}': PATH must start with '/'", e));
         for (auto const& r : o.routes)
-            if (r.path == e) usage(fmt::format("--echo '{}': the path is already a --route", e));
+            if (r.path == e) usage_error(fmt::format("--echo '{}': the path is already a --route", e));
         o.echo_paths.push_back(e);
     }
     o.accept_client_id = in.accept_client_id;
     o.auto_upgrade = in.auto_upgrade;
     auto scope = parse_scope(in.default_scope);
-    if (!scope) usage(fmt::format("--default-scope: {}", scope.error().message));
+    if (!scope) usage_error(fmt::format("--default-scope: {}", scope.error().message));
     o.default_scope = *scope;
     for (auto const& l : in.levels)
-        if (auto ok = o.levels.apply_spec(l); !ok) usage(fmt::format("--broadcast-level: {}", ok.error().message));
+        if (auto ok = o.levels.apply_spec(l); !ok) usage_error(fmt::format("--broadcast-level: {}", ok.error().message));
     if (auto s = resolve_secret(in.secret)) {
-        if (s->find_first_not_of(" \t\r\n") == std::string::npos) config("the signing secret is empty");
+        if (s->find_first_not_of(" \t\r\n") == std::string::npos) config_error("the signing secret is empty");
         o.signing = signing_config{.enabled = true, .secret = *s, .strict = in.secret.strict};
     } else if (in.secret.strict) {
-        usage("--strict needs a secret: --secret-file FILE or WSIG_SECRET");
+        usage_error("--strict needs a secret: --secret-file FILE or WSIG_SECRET");
     }
     if (!in.tls_cert.empty() || !in.tls_key.empty()) {
-        if (in.tls_cert.empty() || in.tls_key.empty()) usage("--tls-cert and --tls-key go together");
-        if (!in.pfx.empty()) usage("give --tls-cert/--tls-key or --pfx, not both");
+        if (in.tls_cert.empty() || in.tls_key.empty()) usage_error("--tls-cert and --tls-key go together");
+        if (!in.pfx.empty()) usage_error("give --tls-cert/--tls-key or --pfx, not both");
         must_be_readable("certificate", in.tls_cert);
         must_be_readable("private key", in.tls_key);
         o.tls_cert = in.tls_cert;
@@ -116,22 +95,17 @@ server_options to_server_options(serve_options const& in) {
         must_be_readable("PKCS#12 file", in.pfx);
         o.pfx = in.pfx;
         if (!in.pfx_password_file.empty())
-            o.pfx_password = read_secret("--pfx-password-file", in.pfx_password_file);
+            o.pfx_password = secret_file_flag("--pfx-password-file", in.pfx_password_file);
         else if (char const* env = std::getenv("WSIG_PFX_PASSWORD"))
             o.pfx_password = env;
     } else if (!in.pfx_password_file.empty()) {
-        usage("--pfx-password-file needs --pfx");
+        usage_error("--pfx-password-file needs --pfx");
     }
     o.allow_origins = in.origins;
-    if (!in.api_key_file.empty()) {
-        o.api_key = read_secret("--api-key-file", in.api_key_file);
-        if (o.api_key.empty()) config("the API key file is empty");
-    } else if (char const* env = std::getenv("WSIG_API_KEY"); env && *env) {
-        o.api_key = env;
-    }
+    o.api_key = api_key_flag(in.api_key_file);
+    if (!in.api_key_file.empty() && o.api_key.empty()) config_error("the API key file is empty");
     if (!in.max_message_size.empty()) {
-        o.max_message_size = size_flag("--max-message-size", in.max_message_size);
-        if (o.max_message_size == 0) usage("--max-message-size must be greater than 0");
+        o.max_message_size = positive_size_flag("--max-message-size", in.max_message_size);
         o.echo_max_message_size = o.max_message_size;
     }
     // A push body becomes one message: the same limit applies.
@@ -140,34 +114,33 @@ server_options to_server_options(serve_options const& in) {
     o.max_processes = in.max_processes;
     for (auto const& h : in.hosts) {
         if (h.empty() || h.find_first_of(":/[] \t") != std::string::npos)
-            usage(fmt::format("--allow-host '{}': give a host name or a *.pattern, without port or scheme", h));
+            usage_error(fmt::format("--allow-host '{}': give a host name or a *.pattern, without port or scheme", h));
         o.allow_hosts.push_back(h);
     }
-    o.send_queue = size_flag("--send-queue", in.send_queue);
-    if (o.send_queue == 0) usage("--send-queue must be greater than 0");
+    o.send_queue = positive_size_flag("--send-queue", in.send_queue);
     o.slow_client = in.slow_client == "drop" ? slow_client_policy::drop : slow_client_policy::close;
     o.max_queued_total = size_flag("--max-queued-total", in.max_queued_total);
-    if (o.max_queued_total < o.send_queue) usage("--max-queued-total must be at least --send-queue");
-    if (in.max_json_depth == 0) usage("--max-json-depth must be greater than 0");
+    if (o.max_queued_total < o.send_queue) usage_error("--max-queued-total must be at least --send-queue");
+    if (in.max_json_depth == 0) usage_error("--max-json-depth must be greater than 0");
     o.max_json_depth = in.max_json_depth;
-    o.ping_interval = duration_flag("--ping-interval", in.ping_interval, true);
+    o.ping_interval = duration_or_off_flag("--ping-interval", in.ping_interval);
     o.threads = in.threads;
-    o.shutdown_timeout = duration_flag("--shutdown-timeout", in.shutdown_timeout, true);
+    o.shutdown_timeout = duration_or_off_flag("--shutdown-timeout", in.shutdown_timeout);
     o.log_format = in.log_format == "json" ? log_format::json : log_format::text;
     o.log_level = in.quiet ? log_level::quiet : in.verbose ? log_level::debug : log_level::info;
     o.ready_file = in.ready_file;
     o.tls_min_version = in.tls_min_version == "1.3" ? tls_version::v1_3 : tls_version::v1_2;
     for (auto const& r : o.routes)
         if (!r.exec.empty() && r.scope.value_or(o.default_scope) != scope::local)
-            usage(fmt::format("--route {}: exec= needs scope=local (a process per connection)", r.path));
+            usage_error(fmt::format("--route {}: exec= needs scope=local (a process per connection)", r.path));
     for (auto const& spec : in.signal_routes) {
         auto r = parse_signal_route(spec);
-        if (!r) usage(r.error().message);
+        if (!r) usage_error(r.error().message);
         o.signal_routes.push_back(std::move(*r));
     }
     for (auto const& spec : in.every) {
         auto s = parse_schedule(spec);
-        if (!s) usage(s.error().message);
+        if (!s) usage_error(s.error().message);
         o.schedules.push_back(std::move(*s));
     }
     o.on_connect = in.on_connect;
@@ -175,7 +148,7 @@ server_options to_server_options(serve_options const& in) {
     if (!in.static_dir.empty()) {
         std::error_code ec;
         if (!std::filesystem::is_directory(in.static_dir, ec))
-            usage(fmt::format("--static '{}' is not a directory", in.static_dir));
+            usage_error(fmt::format("--static '{}' is not a directory", in.static_dir));
         o.static_dir = in.static_dir;
     }
     o.static_dotfiles = in.static_dotfiles;

@@ -10,6 +10,7 @@
 // The external commands (--signal-route, hooks, --every) are left out: they need a running
 // executor, and neither plan_upgrade nor handle_http calls them.
 #include "server_fixture.hpp"
+#include "util/text.hpp"
 
 #include <wsig/signing.hpp>
 

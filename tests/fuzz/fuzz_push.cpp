@@ -6,6 +6,7 @@
 // against three servers with the same registered connections: unsigned IDs; signed IDs behind an
 // API key; strict signing (IDs bound to User-Agent "wsig-fuzz" and 127.0.0.1).
 #include "server_fixture.hpp"
+#include "util/text.hpp"
 
 #include <wsig/signing.hpp>
 

@@ -16,22 +16,6 @@
 
 namespace wsig {
 
-// A ws://, wss://, http:// or https:// URL split into what a connection needs.
-struct url_parts {
-    std::string scheme;  // lowercase: ws, wss, http, https
-    std::string host;    // without the brackets of an IPv6 literal
-    std::string port;    // always set: the scheme's default when the URL has none
-    std::string target;  // path and query, at least "/"
-    bool tls = false;
-    std::string host_header() const;  // host[:port], the port only when not the default
-};
-
-// Accepts ws, wss, http and https only; anything else is errc::invalid_argument.
-result<url_parts> parse_url(std::string const& url);
-
-// One "-H 'Name: value'" argument: the name must be a token, the value is trimmed.
-result<std::pair<std::string, std::string>> parse_header(std::string const& text);
-
 struct tls_options {
     bool insecure = false;  // --insecure: no certificate or host name check (tests, self-signed)
     std::string cacert;     // --cacert: PEM bundle to trust instead of the system store

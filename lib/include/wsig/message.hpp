@@ -35,7 +35,4 @@ private:
 
 using message_ptr = std::shared_ptr<outgoing_message const>;
 
-// Writes the header of an unmasked final frame into `out` (2, 4 or 10 bytes); returns its size.
-std::size_t write_frame_header(opcode op, std::uint64_t payload_size, unsigned char* out) noexcept;
-
 }  // namespace wsig

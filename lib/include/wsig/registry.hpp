@@ -54,8 +54,6 @@ struct target {
     std::vector<std::string> client_ids = {};  // matched exactly (signed form when signing is on)
 };
 
-bool iequals(std::string_view a, std::string_view b) noexcept;
-
 // Who a send goes to: an immutable list of connections, shared. A send to every connection of one
 // Name gets the registry's cached list for that Name, rebuilt only after that Name's connections
 // change, so a broadcast neither builds a list nor takes a reference to each recipient.

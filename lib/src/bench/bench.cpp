@@ -260,8 +260,7 @@ result<threshold> parse_threshold(std::string_view text) {
     auto const op_pos = s.find_first_of("<>=!");
     if (op_pos == std::string::npos || op_pos == 0) return bad("no comparison");
     std::string metric = s.substr(0, op_pos);
-    std::transform(metric.begin(), metric.end(), metric.begin(),
-                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    metric = to_lower(metric);
     // k6 spellings: p(99), p(99.9), avg, med.
     if (metric.size() > 3 && metric.rfind("p(", 0) == 0 && metric.back() == ')')
         metric = "p" + metric.substr(2, metric.size() - 3);

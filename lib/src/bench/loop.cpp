@@ -389,7 +389,7 @@ void loop::on_writable(std::uint32_t i) {
             return;
         }
         std::string const ws_key = new_ws_key(rng_);
-        c.accept = accept_for(ws_key);
+        c.accept = wire::accept_key(ws_key);
         std::string const& target = c.r == role::pub ? sh_.pub_target : sh_.sub_target;
         c.wbuf = upgrade_request(sh_.ep, target, ws_key, sh_.o.headers);
         c.woff = 0;
@@ -548,7 +548,7 @@ std::size_t loop::process_upgrade(std::uint32_t i, char* data, std::size_t n) {
                head.status >= 500 ? exit_code::unavailable : exit_code::protocol);
         return n;
     }
-    if (head.accept != c.accept || !iequals(head.upgrade, "websocket") || !icontains_token(head.connection, "upgrade")) {
+    if (head.accept != c.accept || !iequals(head.upgrade, "websocket") || !list_contains(head.connection, "upgrade")) {
         failed(i, fail::accept,
                fmt::format("the 101 response of {} has a bad Sec-WebSocket-Accept, Upgrade or Connection header", target),
                exit_code::protocol);
@@ -594,7 +594,7 @@ void loop::on_open(std::uint32_t i) {
 
 void loop::send_close(load_connection& c) {
     char const code[2] = {static_cast<char>(0x03), static_cast<char>(0xE8)};  // 1000
-    append_frame(c.wbuf, op_close, code, 2, static_cast<std::uint32_t>(next_random(rng_)));
+    wire::append_masked_frame(c.wbuf, op_close, code, 2, static_cast<std::uint32_t>(next_random(rng_)));
     c.close_sent = true;
 }
 
@@ -603,29 +603,20 @@ std::size_t loop::process_frames(std::uint32_t i, char* data, std::size_t n) {
     auto const gen = c.gen;
     std::size_t pos = 0;
     while (n - pos >= 2) {
-        auto const* p = reinterpret_cast<unsigned char const*>(data + pos);
         std::size_t const avail = n - pos;
-        bool const fin = (p[0] & 0x80) != 0;
-        std::uint8_t const op = p[0] & 0x0F;
-        bool const masked = (p[1] & 0x80) != 0;
-        std::uint64_t len = p[1] & 0x7F;
-        std::size_t h = 2;
-        if ((p[0] & 0x70) != 0 || masked) {
+        wire::frame_header fh;
+        bool const whole = wire::decode_frame_header(reinterpret_cast<unsigned char const*>(data + pos), avail, fh);
+        bool const fin = fh.fin;
+        std::uint8_t const op = fh.opcode;
+        if (fh.rsv != 0 || fh.masked) {
             failed(i, fail::protocol,
-                   fmt::format("the server sent a frame with {}", masked ? "a mask" : "reserved bits set"),
+                   fmt::format("the server sent a frame with {}", fh.masked ? "a mask" : "reserved bits set"),
                    exit_code::protocol);
             return n;
         }
-        if (len == 126) {
-            if (avail < 4) break;
-            len = (static_cast<std::uint64_t>(p[2]) << 8) | p[3];
-            h = 4;
-        } else if (len == 127) {
-            if (avail < 10) break;
-            len = 0;
-            for (int k = 0; k < 8; ++k) len = (len << 8) | p[2 + k];
-            h = 10;
-        }
+        if (!whole) break;
+        std::uint64_t const len = fh.payload_size;
+        std::size_t const h = fh.size;
         if (len > max_message) {
             failed(i, fail::protocol, fmt::format("the server sent a frame of {} bytes", len), exit_code::protocol);
             return n;
@@ -640,7 +631,7 @@ std::size_t loop::process_frames(std::uint32_t i, char* data, std::size_t n) {
                 return n;
             }
             if (op == op_ping) {
-                if (c.s == state::open) append_frame(c.wbuf, op_pong, payload, plen, static_cast<std::uint32_t>(next_random(rng_)));
+                if (c.s == state::open) wire::append_masked_frame(c.wbuf, op_pong, payload, plen, static_cast<std::uint32_t>(next_random(rng_)));
             } else if (op == op_close) {
                 on_server_close(i, payload, plen);
                 return n;
@@ -708,7 +699,7 @@ void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
     if (n >= 2) code = (static_cast<unsigned>(static_cast<unsigned char>(p[0])) << 8) | static_cast<unsigned char>(p[1]);
     std::string reason = n > 2 ? std::string(p + 2, n - 2) : std::string();
     // Answer the close (echo the code), then drop the connection.
-    append_frame(c.wbuf, op_close, p, std::min<std::size_t>(n, 2), static_cast<std::uint32_t>(next_random(rng_)));
+    wire::append_masked_frame(c.wbuf, op_close, p, std::min<std::size_t>(n, 2), static_cast<std::uint32_t>(next_random(rng_)));
     flush(i);
     if (c.fd < 0) return;
     failed(i, fail::closed,
@@ -721,7 +712,7 @@ void loop::send_echo(load_connection& c) {
     std::size_t const size = payload_.size();
     if (size >= 16) put_hex16(p, static_cast<std::uint64_t>(now_));
     else c.sent.push_back(now_);
-    append_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, p, size, static_cast<std::uint32_t>(next_random(rng_)));
+    wire::append_masked_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, p, size, static_cast<std::uint32_t>(next_random(rng_)));
     ++c.in_flight;
 }
 
@@ -831,7 +822,7 @@ void loop::begin_broadcast(std::uint64_t seq) {
 
 void loop::publish_ws(load_connection& c, std::uint64_t seq) {
     begin_broadcast(seq);
-    append_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, sh_.pub_template.data(), sh_.pub_template.size(),
+    wire::append_masked_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, sh_.pub_template.data(), sh_.pub_template.size(),
                  static_cast<std::uint32_t>(next_random(rng_)));
 }
 
@@ -887,7 +878,7 @@ std::size_t loop::process_push(std::uint32_t i, char const* data, std::size_t n)
                 return n;
             }
         }
-        if (icontains_token(head.connection, "close")) {
+        if (list_contains(head.connection, "close")) {
             set_open(c, false);
             close_fd(c);
             start_connect(i);

@@ -1,10 +1,11 @@
-// URL parsing, the HTTP/1.1 upgrade and its response, for the `wsig bench` client.
+// The endpoint, the HTTP/1.1 upgrade and its response, for the `wsig bench` client.
 #include "bench/wire.hpp"
+
+#include "util/url.hpp"
 
 #include <wsig/base64.hpp>
 
 #include <fmt/format.h>
-#include <openssl/sha.h>
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,96 +15,18 @@
 #include <charconv>
 
 namespace wsig::bench::detail {
-namespace {
-
-char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-    return s;
-}
-
-}  // namespace
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (lower(a[i]) != lower(b[i])) return false;
-    return true;
-}
-
-bool icontains_token(std::string_view list, std::string_view token) {
-    while (!list.empty()) {
-        auto const comma = list.find(',');
-        auto const item = trim(list.substr(0, comma));
-        if (iequals(item, token)) return true;
-        if (comma == std::string_view::npos) break;
-        list.remove_prefix(comma + 1);
-    }
-    return false;
-}
-
 result<endpoint> parse_endpoint(std::string const& url) {
-    std::string_view u = url;
-    auto const sep = u.find("://");
-    if (sep == std::string_view::npos)
-        return make_error(errc::invalid_argument, fmt::format("'{}' is not a URL: give ws://HOST[:PORT]/PATH", url));
-    std::string scheme(u.substr(0, sep));
-    std::transform(scheme.begin(), scheme.end(), scheme.begin(), lower);
-    if (scheme == "wss" || scheme == "https")
+    auto u = parse_url(url);
+    if (!u) return u.error();
+    if (u->tls)
         return make_error(errc::invalid_argument,
                           "wss:// is not supported by wsig bench (it measures plain ws://; put a TLS terminator "
                           "in front of the server to include TLS)");
-    if (scheme != "ws" && scheme != "http")
-        return make_error(errc::invalid_argument, fmt::format("'{}': the URL must start with ws://", url));
-    u.remove_prefix(sep + 3);
-    auto const slash = u.find_first_of("/?#");
-    std::string_view authority = u.substr(0, slash);
-    std::string_view rest = slash == std::string_view::npos ? std::string_view{} : u.substr(slash);
-    if (auto const hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
-    if (authority.find('@') != std::string_view::npos)
-        return make_error(errc::invalid_argument, fmt::format("'{}': user information in the URL is not supported", url));
     endpoint ep;
-    std::string_view port;
-    if (!authority.empty() && authority.front() == '[') {
-        auto const close = authority.find(']');
-        if (close == std::string_view::npos)
-            return make_error(errc::invalid_argument, fmt::format("'{}': unterminated IPv6 address", url));
-        ep.host = std::string(authority.substr(1, close - 1));
-        auto after = authority.substr(close + 1);
-        if (!after.empty()) {
-            if (after.front() != ':') return make_error(errc::invalid_argument, fmt::format("'{}': bad host", url));
-            port = after.substr(1);
-        }
-    } else {
-        auto const colon = authority.rfind(':');
-        ep.host = std::string(authority.substr(0, colon));
-        if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-    }
-    if (ep.host.empty()) return make_error(errc::invalid_argument, fmt::format("'{}': no host", url));
-    if (port.empty()) {
-        ep.port = "80";
-    } else {
-        unsigned p = 0;
-        auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-        if (ec != std::errc{} || end != port.data() + port.size() || p == 0 || p > 65535)
-            return make_error(errc::invalid_argument, fmt::format("'{}': bad port '{}'", url, port));
-        ep.port = std::to_string(p);
-    }
-    bool const v6 = ep.host.find(':') != std::string::npos;
-    // Appends one piece at a time (g++ 12 -O3 reports a false -Wrestrict on "[" + host + "]").
-    ep.host_header.clear();
-    if (v6) ep.host_header.push_back('[');
-    ep.host_header.append(ep.host);
-    if (v6) ep.host_header.push_back(']');
-    if (ep.port != "80") {
-        ep.host_header.push_back(':');
-        ep.host_header.append(ep.port);
-    }
-    ep.target.clear();
-    if (rest.empty() || rest.front() == '?') ep.target.push_back('/');
-    ep.target.append(rest);
+    ep.host_header = u->host_header();
+    ep.host = std::move(u->host);
+    ep.port = std::move(u->port);
+    ep.target = std::move(u->target);
 
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
@@ -124,18 +47,6 @@ std::string new_ws_key(std::uint64_t& rng) {
     std::memcpy(raw, &a, 8);
     std::memcpy(raw + 8, &b, 8);
     return base64_encode(std::string_view(reinterpret_cast<char const*>(raw), sizeof raw));
-}
-
-std::string accept_for(std::string_view key) {
-    static constexpr std::string_view guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    std::string in;
-    in.reserve(key.size() + guid.size());
-    in.append(key);
-    in.append(guid);
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    // No digest, no accept value: an empty one matches no server's answer, so the upgrade fails.
-    if (SHA1(reinterpret_cast<unsigned char const*>(in.data()), in.size(), digest) == nullptr) return {};
-    return base64_encode(std::string_view(reinterpret_cast<char const*>(digest), sizeof digest));
 }
 
 std::string upgrade_request(endpoint const& ep, std::string_view target, std::string_view key,
@@ -228,7 +139,7 @@ parse_result parse_response_head(std::string_view data, response_head& head) {
         else if (iequals(name, "content-length")) {
             if (auto r = parse_content_length(value, head.content_length); !r.complete()) return r;
         } else if (iequals(name, "transfer-encoding")) {
-            head.chunked = icontains_token(value, "chunked");
+            head.chunked = list_contains(value, "chunked");
         }
     }
     return complete();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "util/file_io.hpp"
+#include "util/url.hpp"
 
 #include <wsig/base64.hpp>
 #include <wsig/client.hpp>

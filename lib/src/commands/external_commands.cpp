@@ -1,6 +1,8 @@
 // Signal routes, hooks, local-route processes and schedules: external commands driving the server.
 #include "commands/external_commands.hpp"
 
+#include "util/utf8.hpp"
+
 #include <wsig/message.hpp>
 #include <wsig/units.hpp>
 
@@ -18,26 +20,6 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::size_t recent_senders = 4096;  // events whose sender a later {"reply","id"} can still find
-
-bool valid_utf8(std::string_view s) {
-    std::size_t i = 0, n = s.size();
-    auto const* p = reinterpret_cast<unsigned char const*>(s.data());
-    while (i < n) {
-        unsigned c = p[i];
-        std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-        if (len == 0 || i + len > n) return false;
-        std::uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
-        for (std::size_t k = 1; k < len; ++k) {
-            if ((p[i + k] >> 6) != 0x2) return false;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += len;
-    }
-    return true;
-}
 
 // Text frames must hold UTF-8; a command's bytes that are not go out as one binary frame instead.
 message_ptr frame_for(std::string_view payload) {

@@ -48,7 +48,7 @@ bool api_key_ok(server_state const& st, request const& req) {
     auto key = trim(auth.substr(bearer.size()));
     auto const& want = st.opts.api_key;
     // Constant time over the expected key's length; a length mismatch still compares.
-    std::string padded = key;
+    std::string padded(key);
     padded.resize(want.size());
     bool same = CRYPTO_memcmp(padded.data(), want.data(), want.size()) == 0;
     return same && key.size() == want.size();
@@ -67,8 +67,8 @@ std::vector<std::string> split_groups(std::string_view header) {
 }
 
 response handle_push(server_state& st, request const& req, tcp::endpoint const& remote) {
-    auto id = trim(req["X-Pode-Signal-Client-Id"]);
-    auto name = trim(req["X-Pode-Signal-Name"]);
+    std::string id(trim(req["X-Pode-Signal-Client-Id"]));
+    std::string name(trim(req["X-Pode-Signal-Name"]));
     auto groups = split_groups(req["X-Pode-Signal-Group"]);
     auto const& body = req.body();
     if (!valid_utf8(body)) return json_error(req, http::status::bad_request, "the body is not valid UTF-8");

@@ -1,9 +1,11 @@
 // What the HTTP API (http_api.cpp) and the upgrade policy (upgrade.cpp) share: the request
-// target split into path and query, the route a path upgrades to, the Host policy, and the text
-// helpers server.cpp defines.
+// target split into path and query, the route a path upgrades to, the Host policy, and the glob
+// and peer helpers server.cpp defines.
 #pragma once
 
 #include "server/state.hpp"
+#include "util/text.hpp"
+#include "util/utf8.hpp"
 
 #include <optional>
 #include <string>
@@ -16,9 +18,6 @@ namespace wsig::detail {
 // The peer as a log line shows it: "ip:port", a v6 address in brackets.
 std::string peer_string(tcp::endpoint const& ep);
 
-// Spaces and tabs off both ends (header values).
-std::string trim(std::string_view s);
-bool valid_utf8(std::string_view s);
 // Glob with '*' (any run) and '?' (one character), case-insensitive: origins are case-insensitive.
 bool glob_match(std::string_view pattern, std::string_view text);
 

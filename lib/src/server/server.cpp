@@ -4,6 +4,8 @@
 #include "net/tls_context.hpp"
 #include "server/acceptor.hpp"
 #include "server/requests.hpp"
+#include "util/text.hpp"
+#include "util/utf8.hpp"
 #include "server/state.hpp"
 #include "util/file_io.hpp"
 
@@ -49,31 +51,6 @@ bool logger::enabled(severity s) const noexcept {
 }
 
 namespace {
-
-// The length of the UTF-8 sequence at the start of `s` (not empty) and its code point; 0 when it
-// is not valid UTF-8 (a stray continuation byte, a truncated or overlong sequence, a surrogate).
-std::size_t utf8_sequence(std::string_view s, std::uint32_t& cp) {
-    auto const* p = reinterpret_cast<unsigned char const*>(s.data());
-    unsigned c = p[0];
-    std::size_t n = 0;
-    if (c < 0x80) {
-        cp = c;
-        return 1;
-    }
-    if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
-    else return 0;
-    if (s.size() < n) return 0;
-    for (std::size_t i = 1; i < n; ++i) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
 
 // Code points a terminal or an editor acts on instead of showing: the C1 controls (U+0080..U+009F;
 // some terminals take U+009B as CSI) and the bidirectional controls that reorder what is displayed
@@ -134,14 +111,6 @@ std::string escape_invisible_in_json(std::string_view dumped) {
 // The longest message one log line holds: a hook's 1 MiB output line or an error quoting a client
 // string must not become one huge record. 4 KiB holds every message this server writes itself.
 constexpr std::size_t max_log_message = 4096;
-
-// `s` cut to at most `max` bytes without splitting a UTF-8 sequence.
-std::string_view cut_utf8(std::string_view s, std::size_t max) {
-    if (s.size() <= max) return s;
-    auto end = max;
-    for (int i = 0; i < 3 && end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80; ++i) --end;
-    return s.substr(0, end);
-}
 
 std::string suppressed_line(std::string_view who, std::uint64_t n, unsigned burst, std::chrono::milliseconds window) {
     return fmt::format("{}: {} more line{} suppressed (at most {} per {} ms)", who, n, n == 1 ? "" : "s", burst,
@@ -278,13 +247,6 @@ std::string peer_string(tcp::endpoint const& ep) {
     return fmt::format("{}:{}", ip, ep.port());
 }
 
-std::string trim(std::string_view s) {
-    auto b = s.find_first_not_of(" \t");
-    if (b == std::string_view::npos) return {};
-    auto e = s.find_last_not_of(" \t");
-    return std::string(s.substr(b, e - b + 1));
-}
-
 std::string origin_form(std::string_view target) {
     for (std::string_view scheme : {"http://", "https://"}) {
         if (target.size() < scheme.size() || !iequals(target.substr(0, scheme.size()), scheme)) continue;
@@ -317,22 +279,11 @@ split_target parse_target(std::string_view raw_target) {
     return out;
 }
 
-bool valid_utf8(std::string_view s) {
-    std::uint32_t cp = 0;
-    while (!s.empty()) {
-        auto n = utf8_sequence(s, cp);
-        if (n == 0) return false;
-        s.remove_prefix(n);
-    }
-    return true;
-}
-
 // Glob with '*' (any run) and '?' (one character), case-insensitive: origins are case-insensitive.
 bool glob_match(std::string_view pattern, std::string_view text) {
     std::size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
-    auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; };
     while (t < text.size()) {
-        if (p < pattern.size() && (pattern[p] == '?' || lower(pattern[p]) == lower(text[t]))) {
+        if (p < pattern.size() && (pattern[p] == '?' || ascii_lower(pattern[p]) == ascii_lower(text[t]))) {
             ++p;
             ++t;
         } else if (p < pattern.size() && pattern[p] == '*') {

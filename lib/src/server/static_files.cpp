@@ -4,6 +4,8 @@
 
 #include <wsig/registry.hpp>
 
+#include "util/text.hpp"
+
 #include <fmt/format.h>
 
 #include <fcntl.h>
@@ -21,31 +23,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int hex(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 // Percent-decodes a path; nullopt when it holds a NUL, an encoded '/' or '\', or a bad escape.
 std::optional<std::string> decode_path(std::string_view p) {
-    std::string out;
-    for (std::size_t i = 0; i < p.size(); ++i) {
-        char c = p[i];
-        if (c == '%') {
-            if (i + 2 >= p.size()) return std::nullopt;
-            int h = hex(p[i + 1]), l = hex(p[i + 2]);
-            if (h < 0 || l < 0) return std::nullopt;
-            c = static_cast<char>(h * 16 + l);
-            if (c == '/' || c == '\\' || c == '\0') return std::nullopt;
-            i += 2;
-        } else if (c == '\0') {
-            return std::nullopt;
-        }
-        out.push_back(c);
-    }
-    return out;
+    if (p.find('\0') != std::string_view::npos) return std::nullopt;
+    return percent_decode(p, {.strict = true, .refused = std::string_view("/\\\0", 3)});
 }
 
 bool inside(fs::path const& root, fs::path const& p) {
@@ -64,24 +45,6 @@ bool has_dot_segment_below(fs::path const& root, fs::path const& p) {
     for (; q != p.end(); ++q)
         if (is_dot_name(q->native())) return true;
     return false;
-}
-
-std::string_view trim_ows(std::string_view s) {
-    auto b = s.find_first_not_of(" \t");
-    if (b == std::string_view::npos) return {};
-    return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
-
-// The members of a comma-separated list (RFC 9110 5.6.1), trimmed; empty members skipped.
-template <class F>
-void for_each_member(std::string_view list, F&& f) {
-    while (!list.empty()) {
-        auto comma = list.find(',');
-        auto member = trim_ows(list.substr(0, comma));
-        if (!member.empty()) f(member);
-        if (comma == std::string_view::npos) break;
-        list.remove_prefix(comma + 1);
-    }
 }
 
 // Digits only, saturating at the largest value: a position past any file is past this one too.
@@ -103,11 +66,11 @@ enum class range_parse { ignored, unsatisfiable, satisfiable };
 // including several ranges, is ignored: the whole file is sent.
 range_parse parse_range(std::string_view header, std::uint64_t size, std::uint64_t& first, std::uint64_t& last) {
     auto eq = header.find('=');
-    if (eq == std::string_view::npos || !iequals(trim_ows(header.substr(0, eq)), "bytes"))
+    if (eq == std::string_view::npos || !iequals(trim(header.substr(0, eq)), "bytes"))
         return range_parse::ignored;
     std::string_view spec;
     int count = 0;
-    for_each_member(header.substr(eq + 1), [&](std::string_view m) {
+    for_each_list_member(header.substr(eq + 1), [&](std::string_view m) {
         spec = m;
         ++count;
     });
@@ -158,8 +121,7 @@ std::string_view content_type_for(fs::path const& file) {
         {".xml", "application/xml"},             {".pdf", "application/pdf"},
         {".csv", "text/csv; charset=utf-8"},     {".map", "application/json"},
     }};
-    auto ext = file.extension().string();
-    for (auto& c : ext) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    auto const ext = to_lower(file.extension().string());
     for (auto const& [e, t] : types)
         if (e == ext) return t;
     return "application/octet-stream";
@@ -234,7 +196,7 @@ std::optional<std::time_t> parse_http_date(std::string_view text) {
     static constexpr std::string_view months = "JanFebMarAprMayJunJulAugSepOctNovDec";
     // Every form names the month in English, then day, year and time are numbers: pull them out by
     // position after splitting on the separators each form uses.
-    std::string s(trim_ows(text));
+    std::string s(trim(text));
     std::array<std::string_view, 8> f{};
     std::size_t n = 0;
     std::string_view rest(s);
@@ -277,9 +239,9 @@ std::optional<std::time_t> parse_http_date(std::string_view text) {
 }
 
 bool if_none_match_holds(std::string_view if_none_match, std::string_view etag) {
-    if (trim_ows(if_none_match) == "*") return true;  // any current representation
+    if (trim(if_none_match) == "*") return true;  // any current representation
     bool held = false;
-    for_each_member(if_none_match, [&](std::string_view tag) { held = held || opaque_tag(tag) == opaque_tag(etag); });
+    for_each_list_member(if_none_match, [&](std::string_view tag) { held = held || opaque_tag(tag) == opaque_tag(etag); });
     return held;
 }
 
@@ -294,7 +256,7 @@ file_answer answer_for(file_conditions const& c, std::uint64_t size, std::string
     if (!c.ranges_apply || !c.range) return whole;
     if (c.if_range) {
         // An entity tag must match strongly (a weak one never does); a date must be Last-Modified.
-        auto v = trim_ows(*c.if_range);
+        auto v = trim(*c.if_range);
         bool holds = v.starts_with('"') ? v == etag : (!v.starts_with("W/") && parse_http_date(v) == mtime);
         if (!holds) return whole;  // the client's copy is stale: send it the whole new file
     }

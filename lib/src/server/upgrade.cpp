@@ -140,9 +140,7 @@ namespace {
 
 // "scheme://host[:port]" with the scheme's default port dropped, lower-cased, for comparing origins.
 std::string normal_origin(std::string_view scheme, std::string_view host_and_port) {
-    std::string out = fmt::format("{}://{}", scheme, host_and_port);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; });
+    std::string out = to_lower(fmt::format("{}://{}", scheme, host_and_port));
     auto drop = [&](std::string_view suffix) {
         if (out.ends_with(suffix)) out.resize(out.size() - suffix.size());
     };

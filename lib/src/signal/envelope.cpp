@@ -2,6 +2,8 @@
 #include <wsig/envelope.hpp>
 #include <wsig/registry.hpp>
 
+#include "util/text.hpp"
+
 #include <fmt/format.h>
 
 namespace wsig {
@@ -30,31 +32,11 @@ result<std::vector<std::string>> string_or_array(nlohmann::json& v, std::string_
     return make_error(errc::bad_envelope, fmt::format("envelope: '{}' must be a string or an array of strings", field));
 }
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 }  // namespace
 
 std::string url_decode(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (c == '+') {
-            out.push_back(' ');
-        } else if (c == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
-                   hex_value(text[i + 2]) >= 0) {
-            out.push_back(static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2])));
-            i += 2;
-        } else {
-            out.push_back(c);  // a stray '%' stays, as in .NET
-        }
-    }
-    return out;
+    // .NET's UrlDecode: '+' is a space and a stray '%' stays, so nothing is refused.
+    return *percent_decode(text, {.plus_is_space = true});
 }
 
 result<envelope> parse_envelope(std::string_view text, envelope_limits const& limits) {

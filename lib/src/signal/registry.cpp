@@ -1,6 +1,8 @@
 // The connection registry, target selection and broadcast levels.
 #include <wsig/registry.hpp>
 
+#include "util/text.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -18,24 +20,10 @@ result<scope> parse_scope(std::string_view text) {
 
 namespace {
 
-unsigned char ascii_lower(char c) noexcept {
-    auto u = static_cast<unsigned char>(c);
-    return (u >= 'A' && u <= 'Z') ? static_cast<unsigned char>(u + 32) : u;
-}
-
-}  // namespace
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
-}
-
-namespace {
-
 struct ihash {
     std::size_t operator()(std::string_view s) const noexcept {
         std::size_t h = 14695981039346656037ull;  // FNV-1a over the lower-cased bytes
-        for (char c : s) h = (h ^ ascii_lower(c)) * 1099511628211ull;
+        for (char c : s) h = (h ^ static_cast<unsigned char>(ascii_lower(c))) * 1099511628211ull;
         return h;
     }
 };
