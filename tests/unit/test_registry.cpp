@@ -73,14 +73,26 @@ TEST_CASE("registry: a replaced client ID returns the old connection, and its re
     CHECK(reg.size() == 2);
 }
 
-TEST_CASE("registry: the registry never keeps a connection alive") {
+TEST_CASE("registry: an entry keeps no connection alive; a Name's cached list does until it is dropped") {
     wsig::registry reg;
+    std::weak_ptr<fake_connection> watch;
     {
         auto a = make("Msg", "a");
+        watch = a;
         reg.add(a);
     }
+    CHECK(watch.expired());
     CHECK(reg.find("Msg", "a") == nullptr);
     CHECK(reg.select({}).empty());
+    {
+        auto b = make("Msg", "b");
+        watch = b;
+        reg.add(b);
+        CHECK(reg.select({.names = {"Msg"}}).size() == 1);  // builds the Name's cached list
+    }
+    CHECK_FALSE(watch.expired());  // the cached list holds it (until the Name changes, or at exit:)
+    reg.drop_cached_lists();
+    CHECK(watch.expired());
 }
 
 TEST_CASE("registry: the list of a whole Name is shared until the Name changes, and lets go on removal") {

@@ -93,13 +93,12 @@ public:
     // Connection events (every cause for disconnect); thread-safe. `reason` says why it ended.
     void on_connect(connection_info const& info);
     void on_disconnect(connection_info const& info, std::uint16_t code, std::string_view reason);
-    bool has_connect_hook() const noexcept { return !options_.on_connect.empty(); }
-    bool has_disconnect_hook() const noexcept { return !options_.on_disconnect.empty(); }
 
-    // Counters for /metrics.
-    std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }
-    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }
-    std::uint64_t restarts() const noexcept { return restarts_.load(); }
+    // Exported by /metrics (server.cpp's metrics_text) as wsig_command_events_dropped_total,
+    // wsig_command_hooks_dropped_total and wsig_command_restarts_total. Thread-safe.
+    std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }  // a signal route's child full or gone
+    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }    // past --max-pending-hooks
+    std::uint64_t restarts() const noexcept { return restarts_.load(); }              // signal-route commands restarted
 
 private:
     struct route_runner;
