@@ -97,7 +97,7 @@ public:
     // Exported by /metrics (server.cpp's metrics_text) as wsig_command_events_dropped_total,
     // wsig_command_hooks_dropped_total and wsig_command_restarts_total. Thread-safe.
     std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }  // a signal route's child full or gone
-    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }    // past --max-pending-hooks
+    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }    // hooks dropped: max_pending_hooks were waiting
     std::uint64_t restarts() const noexcept { return restarts_.load(); }              // signal-route commands restarted
 
 private:
