@@ -94,11 +94,13 @@ public:
     void on_connect(connection_info const& info);
     void on_disconnect(connection_info const& info, std::uint16_t code, std::string_view reason);
 
-    // Exported by /metrics (server.cpp's metrics_text) as wsig_command_events_dropped_total,
-    // wsig_command_hooks_dropped_total and wsig_command_restarts_total. Thread-safe.
-    std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }  // a signal route's child full or gone
-    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }    // hooks dropped: max_pending_hooks were waiting
-    std::uint64_t restarts() const noexcept { return restarts_.load(); }              // signal-route commands restarted
+    // Exported by /metrics (server.cpp's metrics_text), thread-safe: client messages a signal
+    // route's command did not take (its stdin queue full, or not running), as
+    // wsig_command_events_dropped_total; hooks dropped with max_pending_hooks already waiting, as
+    // wsig_command_hooks_dropped_total; signal-route commands restarted, as wsig_command_restarts_total.
+    std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }
+    std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }
+    std::uint64_t restarts() const noexcept { return restarts_.load(); }
 
 private:
     struct route_runner;

@@ -575,8 +575,9 @@ std::string metrics_text(server_state& st) {
     counter("wsig_bytes_sent_total", "Bytes written to clients (frames).", m.bytes_sent.load());
     counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy.", m.messages_dropped.load());
     counter("wsig_budget_closes_total", "Connections closed to keep within --max-queued-total.", m.budget_closes.load());
-    out += "# HELP wsig_send_dropped_total Messages for clients not written, by cause.\n"
-           "# TYPE wsig_send_dropped_total counter\n";
+    out +=
+        "# HELP wsig_send_dropped_total Messages for clients not written, by cause.\n"
+        "# TYPE wsig_send_dropped_total counter\n";
     for (auto const& [cause, name] : drop_causes)
         out += fmt::format("wsig_send_dropped_total{{cause=\"{}\"}} {}\n", name,
                            m.send_dropped[static_cast<std::size_t>(cause)].load(std::memory_order_relaxed));

@@ -105,11 +105,11 @@ enum class ws_state : std::uint8_t { handshaking, open, closing, close_sent, fin
 constexpr bool legal_transition(ws_state from, ws_state to) noexcept {
     using enum ws_state;
     switch (from) {
-    case handshaking: return to == open || to == finished;
-    case open: return to == closing || to == close_sent || to == finished;
-    case closing: return to == close_sent || to == finished;
-    case close_sent: return to == finished;
-    case finished: return false;
+        case handshaking: return to == open || to == finished;
+        case open: return to == closing || to == close_sent || to == finished;
+        case closing: return to == close_sent || to == finished;
+        case close_sent: return to == finished;
+        case finished: return false;
     }
     return false;
 }
@@ -404,7 +404,8 @@ private:
             else if (ec == websocket::error::message_too_big) code = 1009;
             else if (ec == websocket::error::bad_frame_payload) code = 1007;
             else if (ec.category() == websocket::make_error_code(websocket::error::bad_opcode).category()) code = 1002;
-            else if (requested_close_ && requested_close_->code) code = requested_close_->code;
+            else if (requested_close_ && requested_close_->code)
+                code = requested_close_->code;
             fail(ec, "read");
             finish(code);
             return;
@@ -445,8 +446,8 @@ private:
         // Before ws_count drops: a shutdown waits for the hooks it starts.
         if (was_open && kind_ != session_kind::echo && st_.commands) {
             // Ours when we asked for a close with a reason, else what the peer's close frame said.
-            auto const& why = requested_close_ && !requested_close_->reason.empty() ? requested_close_->reason
-                                                                                     : ws_.reason().reason;
+            auto const& why =
+                requested_close_ && !requested_close_->reason.empty() ? requested_close_->reason : ws_.reason().reason;
             st_.commands->on_disconnect(info_, static_cast<std::uint16_t>(code), std::string(why.data(), why.size()));
         }
         --st_.ws_count;
@@ -628,9 +629,9 @@ private:
     std::shared_ptr<void> process_slot_;    // its --max-processes slot, handed to the process at start
     log_limiter warnings_;  // this connection's per-message warnings (warn) and its process's lines
     std::shared_ptr<local_process> local_;  // its process, while the connection lives
-    bool ping_in_flight_ = false;  // Beast allows one ping or close at a time
-    bool activity_ = false;        // a frame arrived since the last ping tick
-    int missed_ = 0;               // ping ticks in a row without activity
+    bool ping_in_flight_ = false;           // Beast allows one ping or close at a time
+    bool activity_ = false;                 // a frame arrived since the last ping tick
+    int missed_ = 0;                        // ping ticks in a row without activity
 };
 
 // A response body read from a file_part as the serializer asks for it, one chunk at a time: a

@@ -16,8 +16,8 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
