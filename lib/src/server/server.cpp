@@ -573,7 +573,8 @@ std::string metrics_text(server_state& st) {
     counter("wsig_messages_sent_total", "Messages written to clients.", m.messages_sent.load());
     counter("wsig_bytes_received_total", "Payload bytes received from clients.", m.bytes_received.load());
     counter("wsig_bytes_sent_total", "Bytes written to clients (frames).", m.bytes_sent.load());
-    counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy.", m.messages_dropped.load());
+    counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy or the memory budget.",
+            m.messages_dropped.load());
     counter("wsig_budget_closes_total", "Connections closed to keep within --max-queued-total.", m.budget_closes.load());
     out +=
         "# HELP wsig_send_dropped_total Messages for clients not written, by cause.\n"
