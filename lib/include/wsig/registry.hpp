@@ -35,7 +35,8 @@ struct connection_info {
 
 // What send() did with a message (as uWebSockets' SendStatus). Only `queued` counts as delivered:
 // the message is in the connection's queue, ahead of any close. A queued message can still be
-// dropped later, when the memory budget sheds the connection (counted by /metrics, not here).
+// dropped later, when the connection is closed as too slow or for the memory budget (counted by
+// /metrics, wsig_send_dropped_total, not here).
 enum class send_status : std::uint8_t {
     queued,
     dropped_backpressure,  // the client is behind by more than --send-queue (--slow-client applies)
