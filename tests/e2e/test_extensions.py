@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from helpers_serve import (OP_TEXT, Peer, RawWS, WSClosed, http, push, sync_self, wait_connections,
-                           wait_for)
+from helpers_serve import (OP_TEXT, Peer, RawWS, WSClosed, http, metric_value, push, sync_self,
+                           wait_connections, wait_for)
 
 PY = "/usr/bin/python3"
 
@@ -188,6 +188,11 @@ def test_a_hung_handler_never_blocks_other_clients(serve, tmp_path):
     assert fast.recv() == "still fast"
     assert push(s.port, "pushed", client_id=fast.client_id, name="Fast").status == 200
     assert fast.recv() == "pushed"
+    # /metrics counts the events the command did not take (at most the 100 sent)
+    dropped = wait_for(lambda: metric_value(http(s.port, "GET", "/metrics").text,
+                                            "wsig_command_events_dropped_total") or None,
+                       "a dropped event in /metrics")
+    assert 0 < dropped <= 100
     assert s.stop() == 0
     assert "dropped" in s.stderr_text()
 

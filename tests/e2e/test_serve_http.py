@@ -352,6 +352,33 @@ def test_metrics_uses_the_prometheus_names(serve):
     team.close()
 
 
+def test_post_signal_counts_only_what_was_queued_and_metrics_count_each_drop_by_cause(serve):
+    # A client that never reads, under --slow-client drop: once the kernel refuses its bytes and
+    # --send-queue is full, a push is refused for it. The answer says so ("delivered": 0, not 1),
+    # and /metrics counts exactly those refusals as backpressure drops.
+    s = serve("--route", "/flood=Flood", "--send-queue", "64KiB", "--slow-client", "drop")
+    slow = RawWS.open(s.port, "/flood", rcvbuf=4096)
+    body = "x" * (32 * 1024)
+    answers = []
+    while answers.count(0) < 5:
+        assert len(answers) < 2000, "the send queue never filled"
+        r = push(s.port, body, client_id=slow.client_id, name="Flood")
+        assert r.status == 200, r.body
+        answers.append(r.json()["delivered"])
+    assert set(answers) == {0, 1} and answers[0] == 1
+    text = http(s.port, "GET", "/metrics").text
+    assert re.search(r"^# TYPE wsig_send_dropped_total counter$", text, re.M), text
+    assert metric_value(text, "wsig_send_dropped_total", {"cause": "backpressure"}) == answers.count(0)
+    assert metric_value(text, "wsig_send_dropped_total", {"cause": "closing"}) == 0
+    assert metric_value(text, "wsig_send_dropped_total", {"cause": "budget"}) == 0
+    assert metric_value(text, "wsig_messages_dropped_total") == answers.count(0)
+    assert slow.client_id in [c["clientId"] for c in connections(s.port, name="Flood")]  # drop keeps it
+    for family in ("wsig_command_events_dropped_total", "wsig_command_hooks_dropped_total",
+                   "wsig_command_restarts_total"):
+        assert metric_value(text, family) == 0  # no external commands configured
+    slow.drop(reset=True)
+
+
 # --- --api-key-file ------------------------------------------------------------------------
 
 @pytest.fixture

@@ -69,10 +69,11 @@ class fake_connection final : public wsig::connection {
 public:
     explicit fake_connection(wsig::connection_info info) : info_(std::move(info)) {}
     wsig::connection_info const& info() const noexcept override { return info_; }
-    void send(wsig::message_ptr const& message) override {
+    wsig::send_status send(wsig::message_ptr const& message) override {
         WSIG_FUZZ_CHECK(message != nullptr, info_.client_id);
         WSIG_FUZZ_CHECK(message->op() == wsig::opcode::text, info_.client_id);
         received.emplace_back(message->payload());
+        return wsig::send_status::queued;
     }
     void close(std::uint16_t code, std::string reason) override { closes.emplace_back(code, std::move(reason)); }
 

@@ -30,7 +30,10 @@ struct fake_connection : wsig::connection {
         info_.path = "/ws";
     }
     wsig::connection_info const& info() const noexcept override { return info_; }
-    void send(wsig::message_ptr const& m) override { received.emplace_back(m->payload()); }
+    wsig::send_status send(wsig::message_ptr const& m) override {
+        received.emplace_back(m->payload());
+        return wsig::send_status::queued;
+    }
     void close(std::uint16_t code, std::string) override { closed = code; }
 };
 

@@ -4,6 +4,8 @@
 #include <wsig/message.hpp>
 #include <wsig/registry.hpp>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 namespace {
@@ -22,7 +24,10 @@ struct fake_connection : wsig::connection {
         info_.scope = s;
     }
     wsig::connection_info const& info() const noexcept override { return info_; }
-    void send(wsig::message_ptr const& m) override { received.emplace_back(m->payload()); }
+    wsig::send_status send(wsig::message_ptr const& m) override {
+        received.emplace_back(m->payload());
+        return wsig::send_status::queued;
+    }
     void close(std::uint16_t code, std::string reason) override {
         closed_code = code;
         closed_reason = std::move(reason);
@@ -90,14 +95,26 @@ TEST_CASE("registry: a replaced client ID returns the old connection, and its re
     CHECK(reg.size() == 2);
 }
 
-TEST_CASE("registry: its entries never keep a connection alive (a cached list does, see below)") {
+TEST_CASE("registry: an entry keeps no connection alive; a Name's cached list does until it is dropped") {
     wsig::registry reg;
+    std::weak_ptr<fake_connection> watch;
     {
         auto a = make("Msg", "a");
+        watch = a;
         reg.add(a);
     }
+    CHECK(watch.expired());
     CHECK(find(reg, "Msg", "a") == nullptr);
     CHECK(select(reg, {}).empty());
+    {
+        auto b = make("Msg", "b");
+        watch = b;
+        reg.add(b);
+        CHECK(select(reg, {.names = {"Msg"}}).size() == 1);  // builds the Name's cached list
+    }
+    CHECK_FALSE(watch.expired());  // the cached list holds it (until the Name changes, or at exit:)
+    reg.drop_cached_lists();
+    CHECK(watch.expired());
 }
 
 TEST_CASE("registry: the list of a whole Name is shared until the Name changes, and lets go on removal") {
@@ -159,7 +176,7 @@ TEST_CASE("registry: select by names, groups (case-insensitive) and client IDs")
 TEST_CASE("registry: a send naming many groups matches each connection's group case-insensitively") {
     wsig::registry reg;
     std::vector<std::shared_ptr<fake_connection>> keep;
-    for (int i = 0; i < 200; ++i) keep.push_back(make("Msg", "c" + std::to_string(i), "Group" + std::to_string(i)));
+    for (int i = 0; i < 200; ++i) keep.push_back(make("Msg", fmt::format("c{}", i), fmt::format("Group{}", i)));
     keep.push_back(make("Msg", "none"));
     for (auto& c : keep) reg.add(c);
     wsig::target t{.names = {"Msg"}};

@@ -1,6 +1,6 @@
 // An outgoing WebSocket message framed once: header and payload in one immutable block for every
 // recipient. A recipient's send queue copies a small frame (up to 1 KiB) next to the others it
-// holds and shares a bigger one (lib/src/send_queue.hpp).
+// holds and shares a bigger one (lib/src/server/send_queue.hpp).
 #pragma once
 
 #include <cstddef>

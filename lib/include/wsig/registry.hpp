@@ -33,6 +33,16 @@ struct connection_info {
     std::chrono::system_clock::time_point since = {};
 };
 
+// What send() did with a message (as uWebSockets' SendStatus). Only `queued` counts as delivered:
+// the message is in the connection's queue, ahead of any close. A queued message can still be
+// dropped later, when the connection is closed as too slow or for the memory budget (counted by
+// /metrics, wsig_send_dropped_total, not here).
+enum class send_status : std::uint8_t {
+    queued,
+    dropped_backpressure,  // the client is behind by more than --send-queue (--slow-client applies)
+    dropped_closing,       // the connection is closing: nothing more is sent to it
+};
+
 // What the registry needs of a live connection; a server session implements it.
 class connection {
 public:
@@ -40,7 +50,7 @@ public:
     // Fixed once the connection is registered; readable from any thread.
     virtual connection_info const& info() const noexcept = 0;
     // Thread-safe. Messages sent by one thread reach the peer in the order of the calls.
-    virtual void send(message_ptr const& message) = 0;
+    virtual send_status send(message_ptr const& message) = 0;
     // Thread-safe. Starts the closing handshake with `code` and `reason`.
     virtual void close(std::uint16_t code, std::string reason) = 0;
 };

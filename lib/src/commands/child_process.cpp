@@ -245,12 +245,8 @@ void child_process::on_read(boost::system::error_code ec, std::size_t n) {
     };
     auto deliver = [&](std::string line, bool truncated) {
         if (options_.output == child_stdout::whole) {
-            if (whole_.size() + line.size() > options_.max_line) {
-                whole_.append(line, 0, options_.max_line - whole_.size());
-                whole_truncated_ = true;
-            } else {
-                whole_ += line;
-            }
+            // bounded: what passes max_line is dropped, unflagged (a schedule sends the first max_line bytes)
+            whole_.append(line, 0, options_.max_line - std::min(whole_.size(), options_.max_line));
             return;
         }
         if (!line.empty() && line.back() == '\n') line.pop_back();

@@ -38,7 +38,8 @@ struct child_options {
     // Bytes queued for the child's stdin before further lines are dropped (and counted): a child
     // that stops reading must never grow the server's memory or block it.
     std::size_t max_stdin_queue = 1024 * 1024;
-    // Longest stdout line (or whole output) kept; longer lines are cut there and flagged.
+    // Longest stdout line (or whole output) kept; longer lines are cut there and flagged (on_line's
+    // `truncated`), a longer whole output is cut there.
     std::size_t max_line = 1024 * 1024;
     // After terminate(): SIGTERM to the process group, then SIGKILL this much later.
     std::chrono::milliseconds kill_grace = std::chrono::milliseconds(2000);
@@ -70,7 +71,6 @@ public:
     void terminate();
 
     pid_t pid() const noexcept { return pid_; }
-    bool running() const noexcept { return !exited_; }
     std::uint64_t dropped_lines() const noexcept { return dropped_; }
     std::size_t queued_bytes() const noexcept { return queued_bytes_; }
 
@@ -98,7 +98,6 @@ private:
     boost::asio::posix::stream_descriptor stderr_;
     boost::asio::streambuf stderr_buffer_;
     std::string whole_;
-    bool whole_truncated_ = false;
     std::deque<std::string> queue_;
     std::size_t queued_bytes_ = 0;
     bool writing_ = false;

@@ -94,10 +94,11 @@ public:
     // Connection events (every cause for disconnect); thread-safe. `reason` says why it ended.
     void on_connect(connection_info const& info);
     void on_disconnect(connection_info const& info, std::uint16_t code, std::string_view reason);
-    bool has_connect_hook() const noexcept { return !options_.on_connect.empty(); }
-    bool has_disconnect_hook() const noexcept { return !options_.on_disconnect.empty(); }
 
-    // Counters for /metrics.
+    // Exported by /metrics (server.cpp's metrics_text), thread-safe: client messages a signal
+    // route's command did not take (its stdin queue full, or not running), as
+    // wsig_command_events_dropped_total; hooks dropped with max_pending_hooks already waiting, as
+    // wsig_command_hooks_dropped_total; signal-route commands restarted, as wsig_command_restarts_total.
     std::uint64_t dropped_events() const noexcept { return dropped_events_.load(); }
     std::uint64_t dropped_hooks() const noexcept { return dropped_hooks_.load(); }
     std::uint64_t restarts() const noexcept { return restarts_.load(); }

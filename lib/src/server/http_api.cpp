@@ -89,8 +89,8 @@ response handle_push(server_state& st, request const& req, tcp::endpoint const& 
                                           "Group: {}, ClientId: {}",
                                           name, req["X-Pode-Signal-Group"], redact_id(id)));
         if (body.empty()) return json_response(req, http::status::ok, json{{"delivered", 0}});
-        conn->items().front()->send(outgoing_message::text(body));
-        return json_response(req, http::status::ok, json{{"delivered", 1}});
+        bool const queued = conn->items().front()->send(outgoing_message::text(body)) == send_status::queued;
+        return json_response(req, http::status::ok, json{{"delivered", queued ? 1 : 0}});
     }
     if (name.empty())
         return json_error(req, http::status::bad_request,
@@ -99,8 +99,9 @@ response handle_push(server_state& st, request const& req, tcp::endpoint const& 
     if (!targets) return json_error(req, http::status::forbidden, targets.error().message);
     if (body.empty()) return json_response(req, http::status::ok, json{{"delivered", 0}});
     auto msg = outgoing_message::text(body);
-    for (auto const& c : *targets) c->send(msg);
-    return json_response(req, http::status::ok, json{{"delivered", targets->size()}});
+    std::size_t delivered = 0;  // a connection that refused it (closing, too slow) does not count
+    for (auto const& c : *targets) delivered += c->send(msg) == send_status::queued;
+    return json_response(req, http::status::ok, json{{"delivered", delivered}});
 }
 
 response handle_connections(server_state& st, request const& req, split_target const& t) {
@@ -154,9 +155,22 @@ std::string metrics_text(server_state& st) {
     counter("wsig_messages_sent_total", "Messages written to clients.", m.messages_sent.load());
     counter("wsig_bytes_received_total", "Payload bytes received from clients.", m.bytes_received.load());
     counter("wsig_bytes_sent_total", "Bytes written to clients (frames).", m.bytes_sent.load());
-    counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy.", m.messages_dropped.load());
+    counter("wsig_messages_dropped_total", "Messages dropped by the slow-client policy or the memory budget.",
+            m.messages_dropped.load());
     counter("wsig_budget_closes_total", "Connections closed to keep within --max-queued-total.",
             m.budget_closes.load());
+    out +=
+        "# HELP wsig_send_dropped_total Messages for clients not written, by cause.\n"
+        "# TYPE wsig_send_dropped_total counter\n";
+    for (auto const& [cause, name] : drop_causes)
+        out += fmt::format("wsig_send_dropped_total{{cause=\"{}\"}} {}\n", name,
+                           m.send_dropped[static_cast<std::size_t>(cause)].load(std::memory_order_relaxed));
+    auto const* commands = st.commands.get();
+    counter("wsig_command_events_dropped_total", "Client messages a signal route's command did not take.",
+            commands ? commands->dropped_events() : 0);
+    counter("wsig_command_hooks_dropped_total", "Connect and disconnect hooks dropped: too many were waiting.",
+            commands ? commands->dropped_hooks() : 0);
+    counter("wsig_command_restarts_total", "Signal-route commands restarted.", commands ? commands->restarts() : 0);
     out += fmt::format(
         "# HELP wsig_held_bytes Bytes held for clients: send queues and messages being received.\n"
         "# TYPE wsig_held_bytes gauge\nwsig_held_bytes {}\n",

@@ -1,11 +1,12 @@
 // Private to the server: the per-connection sessions, templated on the transport (plain TCP or TLS).
 // http_session reads requests and hands upgrades to ws_session; ws_session reads with Beast and
-// writes its send queue (pre-framed messages) itself, through a write gate shared with Beast's writes.
+// writes its send queue (pre-framed messages) itself, through a write gate shared with Beast's
+// writes (write_gate.hpp).
 #pragma once
 
 #include "net/epoll_socket.hpp"
-#include "server/send_queue.hpp"
 #include "server/state.hpp"
+#include "server/write_gate.hpp"
 
 #include <wsig/message.hpp>
 
@@ -26,8 +27,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
+#include <cassert>
 #include <cerrno>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -43,159 +45,6 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 using error_code = boost::system::error_code;
-
-// The session behind a gate: tells it whether raw data is waiting and hears about Beast's writes.
-class gate_owner {
-public:
-    virtual ~gate_owner() = default;
-    virtual bool raw_pending() = 0;       // raw frames queued and allowed to go before a Beast write
-    virtual void beast_parked() = 0;      // a Beast write waits: flush what is queued first
-    virtual void beast_write_done() = 0;  // a Beast write completed: raw writes may resume
-};
-
-// The next layer of the websocket::stream. Every byte Beast writes (101, pong, close, ping) passes
-// here, and waits while a raw gathered write is in flight or raw data queued before it is pending;
-// raw writes in turn wait while Beast writes. So exactly one write is in flight per socket and a
-// control frame never lands inside a data frame. It also replays bytes that arrived after the
-// upgrade request in the same read (they belong to the WebSocket).
-template <class Next>
-class gate_stream {
-public:
-    using executor_type = typename Next::executor_type;
-    using next_layer_type = Next;
-
-    template <class... Args>
-    explicit gate_stream(Args&&... args) : next_(std::forward<Args>(args)...) {}
-
-    executor_type get_executor() noexcept { return next_.get_executor(); }
-    Next& next_layer() noexcept { return next_; }
-    Next const& next_layer() const noexcept { return next_; }
-
-    void set_owner(std::weak_ptr<gate_owner> owner) { owner_ = std::move(owner); }
-    void set_prefix(std::string bytes) { prefix_ = std::move(bytes); }
-
-    bool raw_busy = false;  // the owner's gathered write is in flight
-    bool beast_busy() const noexcept { return beast_busy_; }
-    bool has_parked() const noexcept { return static_cast<bool>(parked_); }
-    void drop_parked() { parked_ = nullptr; }
-    void run_parked() {
-        auto p = std::move(parked_);
-        parked_ = nullptr;
-        p();
-    }
-
-    template <class MutableBuffers, class Token>
-    auto async_read_some(MutableBuffers const& buffers, Token&& token) {
-        return net::async_initiate<Token, void(error_code, std::size_t)>(
-            [this](auto handler, MutableBuffers const& bufs) {
-                if (prefix_.empty()) {
-                    next_.async_read_some(bufs, std::move(handler));
-                    return;
-                }
-                auto n = net::buffer_copy(bufs, net::buffer(prefix_));
-                prefix_.erase(0, n);
-                net::post(next_.get_executor(), beast::bind_front_handler(std::move(handler), error_code{}, n));
-            },
-            token, buffers);
-    }
-
-    template <class ConstBuffers, class Token>
-    auto async_write_some(ConstBuffers const& buffers, Token&& token) {
-        return net::async_initiate<Token, void(error_code, std::size_t)>(
-            [this](auto handler, ConstBuffers const& bufs) {
-                auto owner = owner_.lock();
-                if (raw_busy || (owner && owner->raw_pending())) {
-                    auto hp = std::make_shared<decltype(handler)>(std::move(handler));
-                    parked_ = [this, hp, bufs] { start_beast(std::move(*hp), bufs); };
-                    if (owner) owner->beast_parked();
-                    return;
-                }
-                start_beast(std::move(handler), bufs);
-            },
-            token, buffers);
-    }
-
-private:
-    template <class Handler, class ConstBuffers>
-    void start_beast(Handler handler, ConstBuffers const& bufs) {
-        beast_busy_ = true;
-        next_.async_write_some(bufs, [this, h = std::move(handler)](error_code ec, std::size_t n) mutable {
-            beast_busy_ = false;
-            // Keeps the session (and this gate) alive past the handler, which may drop the last reference.
-            auto owner = owner_.lock();
-            std::move(h)(ec, n);
-            if (owner) owner->beast_write_done();
-        });
-    }
-
-    Next next_;
-    std::weak_ptr<gate_owner> owner_;
-    std::function<void()> parked_;
-    std::string prefix_;
-    bool beast_busy_ = false;
-};
-
-template <class Next>
-void teardown(beast::role_type role, gate_stream<Next>& s, error_code& ec) {
-    using websocket::teardown;
-    teardown(role, s.next_layer(), ec);
-}
-
-inline void teardown(beast::role_type role, gate_stream<epoll_socket>& s, error_code& ec) {
-    if (role == beast::role_type::server) s.next_layer().shutdown(net::socket_base::shutdown_send, ec);
-    s.next_layer().close(ec);
-}
-
-// The end of a plain connection after a close frame: stop sending, read (and drop) what the peer
-// still sends until its end of stream, then close. Beast 1.81's own TCP teardown stops draining
-// after the first read that finds data (beast/websocket/impl/teardown.hpp tests the coroutine's
-// argument, not what was read), so closing the socket then, with the rest of a refused 1009
-// message still arriving, reset the connection and the peer never read the close frame.
-// Bounded: at most 64 MiB and 5 s, then the socket is closed anyway. What is read is dropped, so
-// every drain of a loop reads into one scratch buffer of its thread: when 10,000 clients close at
-// once, 10,000 drains do not each hold 4 KiB.
-template <class Handler>
-void async_teardown(beast::role_type role, gate_stream<epoll_socket>& s, Handler&& handler) {
-    struct drain {
-        explicit drain(epoll_socket& so) : sock(so), deadline(so.get_executor()) {}
-        epoll_socket& sock;
-        net::steady_timer deadline;
-        std::size_t total = 0;
-        bool done = false;
-    };
-    auto d = std::make_shared<drain>(s.next_layer());
-    error_code ignored;
-    if (role == beast::role_type::server) d->sock.shutdown(net::socket_base::shutdown_send, ignored);
-    d->deadline.expires_after(std::chrono::seconds(5));
-    d->deadline.async_wait([d](error_code ec) {
-        if (ec || d->done) return;  // while not done, the read below holds the session (and socket)
-        error_code ignore;
-        d->sock.close(ignore);  // the read completes with operation_aborted
-    });
-    constexpr std::size_t drain_limit = 64u << 20;
-    net::async_compose<Handler, void(error_code)>(
-        [d, started = false](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
-            d->total += n;
-            if (!started || (!ec && d->total < drain_limit)) {
-                started = true;
-                static thread_local std::array<char, 4096> scratch;  // reads complete on this loop's thread
-                d->sock.async_read_some(net::buffer(scratch), std::move(self));
-                return;
-            }
-            d->done = true;
-            d->deadline.cancel();
-            error_code ignore;
-            d->sock.close(ignore);
-            self.complete(ec == net::error::eof ? error_code{} : ec);
-        },
-        handler, d->sock);
-}
-
-template <class Next, class Handler>
-void async_teardown(beast::role_type role, gate_stream<Next>& s, Handler&& handler) {
-    using websocket::async_teardown;
-    async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
-}
 
 // Quiet on the ways a connection is expected to end.
 inline bool expected_ending(error_code const& ec) {
@@ -230,6 +79,40 @@ using ws_transport_t =
 inline epoll_socket& tcp_socket(epoll_socket& s) noexcept { return s; }
 template <class Stream>
 auto& tcp_socket(Stream& s) noexcept { return beast::get_lowest_layer(s).socket(); }
+
+// Where a WebSocket session is in its life. Only on the session's loop; other threads see only
+// `closing_` (sends refused), set when a close is asked for and at the end.
+//
+//    handshaking ──101 written──▶ open ──start_close──▶ closing ──Beast wrote our close──▶ close_sent
+//         │                        │                                                      ▲
+//         │                        └──Beast wrote its close frame (the peer closed first)─┘
+//         └──(every state)──the read loop ended──▶ finished
+//
+//  state        data frames written          Beast writes         pings
+//  handshaking  no (queued until open)       the 101              no
+//  open         yes                          pong, ping           every --ping-interval
+//  closing      what was queued before it,   the close frame      no new one
+//               then nothing
+//  close_sent   nothing (RFC 6455 5.5.1)     -                    no new one
+//  finished     nothing                      -                    no; the timer is cancelled
+//
+// A close asked for (do_close: replaced, admin, shutdown, slow client, a command) is kept in
+// `requested_close_` whatever the state: it starts the close frame once the state is open and no
+// ping is in flight (Beast allows one ping or close at a time), and gives the close its code and
+// the disconnect hook its reason.
+enum class ws_state : std::uint8_t { handshaking, open, closing, close_sent, finished };
+
+constexpr bool legal_transition(ws_state from, ws_state to) noexcept {
+    using enum ws_state;
+    switch (from) {
+        case handshaking: return to == open || to == finished;
+        case open: return to == closing || to == close_sent || to == finished;
+        case closing: return to == close_sent || to == finished;
+        case close_sent: return to == finished;
+        case finished: return false;
+    }
+    return false;
+}
 
 template <class Stream>
 class ws_session final : public live_session,
@@ -283,23 +166,28 @@ public:
     // --send-queue: the bytes the kernel refused of the write in flight, and what was queued since.
     // What a round queues for a client that keeps up is not held against it (a burst of small
     // messages for a fast reader): on its loop it is written as soon as it passes early_flush_bytes.
-    void send(message_ptr const& m) override {
+    send_status send(message_ptr const& m) override {
         auto const size = m->frame().size();
         std::size_t reserve = 0;
         bool mark = false, flush_here = false;
         {
             std::lock_guard lock(mutex_);
-            if (closing_) return;
-            if (in_flight_ && refused_ + pending_.bytes() + size > st_.opts.send_queue) {
-                ++st_.stats.messages_dropped;
-                if (st_.opts.slow_client == slow_client_policy::drop) return;
-                drop_pending_and_close_locked(1008, "too slow", "send queue full");
-                return;
+            auto& pending = gate().pending();
+            if (closing_) {
+                st_.stats.count_dropped(drop_cause::closing);
+                return send_status::dropped_closing;
             }
-            pending_.push(m);
+            if (in_flight_ && refused_ + pending.bytes() + size > st_.opts.send_queue) {
+                ++st_.stats.messages_dropped;
+                st_.stats.count_dropped(drop_cause::backpressure);
+                if (st_.opts.slow_client != slow_client_policy::drop)
+                    drop_pending_and_close_locked(1008, "too slow", "send queue full", drop_cause::backpressure);
+                return send_status::dropped_backpressure;
+            }
+            pending.push(m);
             queued_bytes_ += size;
             reserve = reserve_locked();
-            flush_here = !in_flight_ && pending_.bytes() >= early_flush_bytes && loop_.running_here();
+            flush_here = !in_flight_ && pending.bytes() >= early_flush_bytes && loop_.running_here();
             mark = !std::exchange(flush_scheduled_, true);
         }
         if (reserve) st_.hold(reserve);
@@ -311,6 +199,7 @@ public:
                 net::post(ws_.get_executor(), [self = this->shared_from_this()] { self->loop_.mark_dirty(self); });
         }
         if (flush_here) do_flush();
+        return send_status::queued;
     }
 
     holding held() override {
@@ -321,7 +210,7 @@ public:
     void shed() override {
         std::lock_guard lock(mutex_);
         if (closing_) return;
-        drop_pending_and_close_locked(1008, "server memory budget", "memory budget");
+        drop_pending_and_close_locked(1008, "server memory budget", "memory budget", drop_cause::budget);
     }
 
     // flushable: the loop's end-of-round write.
@@ -352,32 +241,33 @@ public:
 
     // gate_owner, all on the session's loop
     bool raw_pending() override {
-        if (!open_ || close_frame_sent_) return false;
+        if (!data_allowed()) return false;
         std::lock_guard lock(mutex_);
-        return !pending_.empty();
+        return !gate().pending().empty();
     }
 
     void beast_parked() override {
-        auto& gate = ws_.next_layer();
-        if (gate.raw_busy) {
+        auto& gate = this->gate();
+        if (gate.raw_busy()) {
             // What was queued before this control frame goes after the write in flight, then the frame.
             std::lock_guard lock(mutex_);
-            flush_before_beast_ = !pending_.empty();
+            gate.flush_before_beast = !gate.pending().empty();
             return;
         }
-        flush_before_beast_ = false;
+        gate.flush_before_beast = false;
         if (!start_raw_write()) gate.run_parked();
     }
 
     void beast_write_done() override {
-        if (open_ && !ws_.is_open()) close_frame_sent_ = true;  // nothing may follow a close frame
+        // That write was a close frame (ours, or the answer to the peer's): nothing may follow it.
+        if (data_allowed() && !ws_.is_open()) enter(ws_state::close_sent);
         do_flush();
     }
 
     // At exit, after the loop stopped: a parked Beast write or a read waiting for its socket holds
     // the session; let it go.
     void release_parked() override {
-        ws_.next_layer().drop_parked();
+        gate().drop_parked();
         if constexpr (!is_tls_v<Stream>) sock().drop_waiting();
     }
 
@@ -385,6 +275,15 @@ public:
 
 private:
     auto& sock() noexcept { return tcp_socket(ws_.next_layer().next_layer()); }
+    write_gate& gate() noexcept { return ws_.next_layer().gate(); }
+
+    // The one place the state changes.
+    void enter(ws_state next) noexcept {
+        assert(legal_transition(state_, next));
+        state_ = next;
+    }
+    // Data frames may be written: after the 101, before a close frame is on the wire.
+    bool data_allowed() const noexcept { return state_ == ws_state::open || state_ == ws_state::closing; }
 
     // A round's queue is written before it grows past this, even before the round ends: 64 KiB is
     // what a loopback socket's send buffer takes at once, and the most the round can hold back.
@@ -408,12 +307,14 @@ private:
         return give;
     }
 
-    // Under mutex_: what is not yet being written goes (counted as dropped); the close follows what
-    // is in flight. Nothing is sent after it.
-    void drop_pending_and_close_locked(std::uint16_t code, char const* reason, char const* why) {
-        st_.stats.messages_dropped += pending_.messages();
-        queued_bytes_ -= pending_.bytes();
-        pending_.clear();
+    // Under mutex_: what is not yet being written goes (counted as dropped, for `cause`); the close
+    // follows what is in flight. Nothing is sent after it.
+    void drop_pending_and_close_locked(std::uint16_t code, char const* reason, char const* why, drop_cause cause) {
+        auto& pending = gate().pending();
+        st_.stats.messages_dropped += pending.messages();
+        st_.stats.count_dropped(cause, pending.messages());
+        queued_bytes_ -= pending.bytes();
+        pending.clear();
         if (auto give = release_reserve_locked()) st_.release(give);
         closing_ = true;
         net::post(ws_.get_executor(), [self = this->shared_from_this(), code, reason, why] {
@@ -450,7 +351,7 @@ private:
             finish(1006);
             return;
         }
-        open_ = true;
+        enter(ws_state::open);
         req_ = {};
         st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote,
                                                  log_value(info_.name), log_value(info_.group),
@@ -477,7 +378,7 @@ private:
                 local_ = std::move(*p);
             }
         }
-        if (close_requested_) {
+        if (requested_close_) {
             start_close();
         } else {
             do_flush();
@@ -503,7 +404,8 @@ private:
             else if (ec == websocket::error::message_too_big) code = 1009;
             else if (ec == websocket::error::bad_frame_payload) code = 1007;
             else if (ec.category() == websocket::make_error_code(websocket::error::bad_opcode).category()) code = 1002;
-            else if (close_code_) code = close_code_;
+            else if (requested_close_ && requested_close_->code)
+                code = requested_close_->code;
             fail(ec, "read");
             finish(code);
             return;
@@ -511,7 +413,7 @@ private:
         activity_ = true;
         st_.stats.bytes_received += n;
         if (!ws_.is_message_done()) {
-            if (close_requested_) buffer_.consume(buffer_.size());  // closing: the rest of it is not wanted
+            if (requested_close_) buffer_.consume(buffer_.size());  // closing: the rest of it is not wanted
             set_receiving(buffer_.capacity());
             do_read();
             return;
@@ -529,8 +431,9 @@ private:
 
     // The read loop is over: the connection leaves the registry and stops its timer.
     void finish(unsigned code) {
-        if (finished_) return;
-        finished_ = true;
+        if (state_ == ws_state::finished) return;
+        bool const was_open = state_ != ws_state::handshaking;
+        enter(ws_state::finished);
         {
             std::lock_guard lock(mutex_);
             closing_ = true;
@@ -540,11 +443,12 @@ private:
         st_.reg.remove(*this);
         if (local_) local_->on_client_gone();
         // Before ws_count drops: a shutdown waits for the hooks it starts.
-        if (open_ && kind_ != session_kind::echo && st_.commands)
-            st_.commands->on_disconnect(info_, static_cast<std::uint16_t>(code),
-                                        close_reason_.empty() ? std::string(ws_.reason().reason.data(),
-                                                                            ws_.reason().reason.size())
-                                                              : close_reason_);
+        if (was_open && kind_ != session_kind::echo && st_.commands) {
+            // Ours when we asked for a close with a reason, else what the peer's close frame said.
+            auto const& why =
+                requested_close_ && !requested_close_->reason.empty() ? requested_close_->reason : ws_.reason().reason;
+            st_.commands->on_disconnect(info_, static_cast<std::uint16_t>(code), std::string(why.data(), why.size()));
+        }
         --st_.ws_count;
         warnings_.summarize(st_.log, severity::warning, info_.remote);
         st_.log.log(severity::debug, fmt::format("disconnected {} name={} clientId={} code={}", info_.remote,
@@ -555,19 +459,18 @@ private:
     // non-blocking sendmsg (the kernel buffer almost always has room), and only what is left
     // through async_write. True when an asynchronous write is now in flight.
     bool start_raw_write() {
-        auto& gate = ws_.next_layer();
-        if (close_frame_sent_) return false;
+        auto& gate = this->gate();
+        if (!data_allowed()) return false;
         {
             std::lock_guard lock(mutex_);
-            if (pending_.empty()) return false;
-            pending_.take(writing_);
+            if (gate.pending().empty()) return false;
+            gate.take_pending();
         }
-        buffers_.clear();
-        for (auto const& c : writing_.chunks()) buffers_.emplace_back(c.bytes().data(), c.bytes().size());
-        std::size_t const total = writing_.bytes();
+        auto const* buffers = &gate.gather();
+        std::size_t const total = gate.writing().bytes();
         if constexpr (!is_tls_v<Stream>) {
             error_code ec;
-            auto n = sock().write_some(buffers_, ec);
+            auto n = sock().write_some(*buffers, ec);
             if (ec == net::error::would_block || ec == net::error::try_again) {
                 n = 0;
                 ec = {};
@@ -581,14 +484,7 @@ private:
                 in_flight_ = true;
                 refused_ = total - n;
             }
-            // Skip what the kernel took; the rest goes asynchronously.
-            auto it = buffers_.begin();
-            while (n >= it->size()) {
-                n -= it->size();
-                ++it;
-            }
-            *it += n;
-            buffers_.erase(buffers_.begin(), it);
+            buffers = &gate.skip(n);  // what the kernel took; the rest goes asynchronously
         } else {
             // TLS writes are asynchronous: what the kernel refused is not known, so only what is
             // queued behind the write in flight counts against --send-queue.
@@ -596,17 +492,18 @@ private:
             in_flight_ = true;
             refused_ = 0;
         }
-        gate.raw_busy = true;
-        net::async_write(gate.next_layer(), buffers_,
+        gate.raw_started();
+        net::async_write(ws_.next_layer().next_layer(), *buffers,
                          beast::bind_front_handler(&ws_session::on_raw_write, this->shared_from_this()));
         return true;
     }
 
-    // The frames in writing_ are done with (written or failed): release them and account.
+    // The frames of the write in flight are done with (written or failed): release them and account.
     void complete_write(error_code ec) {
-        auto const bytes = writing_.bytes();
-        auto const count = writing_.messages();
-        writing_.clear();  // the frames are released only now that the socket is done with them
+        auto& gate = this->gate();
+        auto const bytes = gate.writing().bytes();
+        auto const count = gate.writing().messages();
+        gate.release_writing();  // the frames are released only now that the socket is done with them
         std::size_t give;
         {
             std::lock_guard lock(mutex_);
@@ -614,7 +511,7 @@ private:
             in_flight_ = false;
             refused_ = 0;
             give = release_reserve_locked();
-            pending_.adopt_spare(writing_);
+            gate.recycle_spare();
         }
         if (give) st_.release(give);
         if (ec) {
@@ -628,8 +525,9 @@ private:
     }
 
     void do_flush() {
-        auto& gate = ws_.next_layer();
-        if (!open_ || gate.raw_busy || gate.beast_busy() || finished_) return;
+        auto& gate = this->gate();
+        if (state_ == ws_state::handshaking || state_ == ws_state::finished) return;
+        if (gate.raw_busy() || gate.beast_busy()) return;
         if (gate.has_parked()) {
             gate.run_parked();
             return;
@@ -639,16 +537,16 @@ private:
     }
 
     void on_raw_write(error_code ec, std::size_t) {
-        auto& gate = ws_.next_layer();
-        gate.raw_busy = false;
+        auto& gate = this->gate();
+        gate.raw_finished();
         complete_write(ec);
         if (ec) {
             if (gate.has_parked()) gate.run_parked();
             return;
         }
         if (gate.has_parked()) {
-            if (flush_before_beast_) {
-                flush_before_beast_ = false;
+            if (gate.flush_before_beast) {
+                gate.flush_before_beast = false;
                 if (start_raw_write()) return;
             }
             gate.run_parked();
@@ -658,23 +556,20 @@ private:
     }
 
     void do_close(std::uint16_t code, std::string reason) {
-        if (close_requested_ || finished_) return;
-        close_requested_ = true;
+        if (requested_close_ || state_ == ws_state::finished) return;
+        requested_close_.emplace(code);
+        requested_close_->reason = reason;  // the server's own words, within the 123 bytes a close frame holds
         // A closing connection is no longer addressable (and no longer listed).
         if (kind_ != session_kind::echo) st_.reg.remove(*this);
-        close_code_ = code;
-        close_reason_ = std::move(reason);
-        if (open_) start_close();
+        if (state_ != ws_state::handshaking) start_close();  // else on_accept starts it
     }
 
     void start_close() {
-        if (close_started_ || !ws_.is_open()) return;
+        if (state_ != ws_state::open || !ws_.is_open()) return;
         if (ping_in_flight_) return;  // on_ping starts it: Beast allows one ping/close at a time
-        close_started_ = true;
+        enter(ws_state::closing);
         ping_timer_.cancel();
-        websocket::close_reason cr(close_code_);
-        cr.reason = close_reason_;
-        ws_.async_close(cr, [self = this->shared_from_this()](error_code ec) {
+        ws_.async_close(*requested_close_, [self = this->shared_from_this()](error_code ec) {
             if (ec) self->fail(ec, "close");
         });
     }
@@ -686,7 +581,7 @@ private:
     }
 
     void on_ping_timer(error_code ec) {
-        if (ec || finished_ || close_requested_) return;
+        if (ec || state_ == ws_state::finished || requested_close_) return;
         missed_ = activity_ ? 0 : missed_ + 1;
         activity_ = false;
         if (missed_ >= 2) {
@@ -701,7 +596,7 @@ private:
             ws_.async_ping({}, [self = this->shared_from_this()](error_code e) {
                 self->ping_in_flight_ = false;
                 if (e) self->fail(e, "ping");
-                if (self->close_requested_) self->start_close();
+                if (self->requested_close_) self->start_close();
             });
         }
         arm_ping();
@@ -709,42 +604,33 @@ private:
 
     server_state& st_;
     event_loop& loop_;
-    websocket::stream<gate_stream<Stream>> ws_;
+    websocket::stream<gate_stream<Stream>> ws_;  // its next layer holds the write gate
     session_kind kind_;
     connection_info info_;
     request req_;
     beast::flat_buffer buffer_;
     net::steady_timer ping_timer_;
 
-    // Shared with other threads (send/close), under mutex_.
+    // Shared with other threads (send/close), under mutex_, with the gate's pending queue.
     std::mutex mutex_;
-    send_queue pending_;
     std::size_t queued_bytes_ = 0;     // pending plus in flight
     std::size_t reserved_ = 0;         // of the memory budget, for queued_bytes_ (whole blocks)
     std::size_t receiving_bytes_ = 0;  // of a message not yet complete, also in the budget
     std::size_t refused_ = 0;          // of the write in flight, what the kernel did not take at once
     bool in_flight_ = false;           // an asynchronous write is in flight
     bool flush_scheduled_ = false;     // marked dirty on the loop (or on its way there)
-    bool closing_ = false;             // no more sends accepted
+    bool closing_ = false;             // no more sends accepted: a close asked for, or finished
 
     // Only on the session's loop.
-    send_queue writing_;                      // in flight: kept alive until the write completes
-    std::vector<net::const_buffer> buffers_;
-    bool open_ = false;
-    bool finished_ = false;
+    ws_state state_ = ws_state::handshaking;
+    std::optional<websocket::close_reason> requested_close_;  // the close do_close asked for, if any
     std::string exec_;                      // a local route's command
     std::shared_ptr<void> process_slot_;    // its --max-processes slot, handed to the process at start
     log_limiter warnings_;  // this connection's per-message warnings (warn) and its process's lines
     std::shared_ptr<local_process> local_;  // its process, while the connection lives
-    bool flush_before_beast_ = false;
-    bool close_requested_ = false;
-    bool close_started_ = false;
-    bool ping_in_flight_ = false;
-    bool close_frame_sent_ = false;
-    bool activity_ = false;
-    int missed_ = 0;
-    std::uint16_t close_code_ = 0;
-    std::string close_reason_;
+    bool ping_in_flight_ = false;           // Beast allows one ping or close at a time
+    bool activity_ = false;                 // a frame arrived since the last ping tick
+    int missed_ = 0;                        // ping ticks in a row without activity
 };
 
 // A response body read from a file_part as the serializer asks for it, one chunk at a time: a

@@ -1,5 +1,5 @@
 // Private to the server: shared state, logging, metrics and the transport-independent request logic
-// that the templated sessions (server_session.hpp) call.
+// that the templated sessions (sessions.hpp) call.
 #pragma once
 
 #include "commands/external_commands.hpp"
@@ -14,10 +14,11 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
-#include <filesystem>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -25,6 +26,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <variant>
 
 namespace boost::asio::ssl {
@@ -90,9 +92,25 @@ private:
     std::uint64_t suppressed_ = 0;    // not written since the last summary
 };
 
+// Why a message meant for a client was not written (wsig_send_dropped_total{cause=...}).
+enum class drop_cause : std::uint8_t {
+    backpressure,  // refused by a full --send-queue, or queued and dropped by --slow-client close
+    budget,        // queued, and dropped when --max-queued-total shed the connection
+    closing,       // refused: the connection was closing
+};
+inline constexpr std::array<std::pair<drop_cause, char const*>, 3> drop_causes{
+    {{drop_cause::backpressure, "backpressure"}, {drop_cause::budget, "budget"}, {drop_cause::closing, "closing"}}};
+
 struct metrics {
+    // messages_dropped is backpressure plus budget (the drops of the slow-client policy and budget);
+    // a send to a closing connection was never counted there.
     std::atomic<std::uint64_t> messages_received{0}, messages_sent{0}, bytes_received{0}, bytes_sent{0},
         messages_dropped{0}, budget_closes{0};
+    std::array<std::atomic<std::uint64_t>, drop_causes.size()> send_dropped{};  // by drop_cause
+
+    void count_dropped(drop_cause cause, std::uint64_t n = 1) noexcept {
+        send_dropped[static_cast<std::size_t>(cause)].fetch_add(n, std::memory_order_relaxed);
+    }
     std::mutex mutex;
     std::map<unsigned, std::uint64_t> closes;         // close code -> count
     std::map<unsigned, std::uint64_t> push_requests;  // HTTP status -> count
@@ -235,7 +253,7 @@ void strip_for_head(request const& req, response& res);
 response make_response(request const& req, http::status status, std::string body,
                        std::string_view content_type = "text/plain; charset=utf-8");
 
-// Start a session on an accepted socket (server_plain.cpp, server_tls.cpp).
+// Start a session on an accepted socket (plain.cpp, tls.cpp).
 void start_plain_session(server_state& st, event_loop& loop, socket_type socket);
 void start_tls_session(server_state& st, event_loop& loop, boost::asio::ssl::context& ctx, socket_type socket);
 

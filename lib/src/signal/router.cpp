@@ -1,5 +1,6 @@
 // The router: one client message, one decision (see router.hpp for the order they are taken in).
 #include "signal/router.hpp"
+#include "util/text.hpp"
 
 #include <wsig/message.hpp>
 
