@@ -22,7 +22,9 @@ namespace {
 
 std::atomic<int> g_signal{0};
 
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
+extern "C" void on_signal(int sig) {
+    g_signal.store(sig);
+}
 
 struct bench_cli {
     std::string url;
@@ -94,8 +96,7 @@ Exit codes: 0 done, 2 usage, 69 connection refused or reset (or upgrade answered
 not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --threshold failed,
 130/143 interrupted (the summary is still printed).)~");
 
-    app->add_option("url", o->url,
-                    "ws://HOST[:PORT]/PATH: the echo path (echo, connect, idle) or the server (fanout)")
+    app->add_option("url", o->url, "ws://HOST[:PORT]/PATH: the echo path (echo, connect, idle) or the server (fanout)")
         ->required();
     app->add_option("-m,--mode", o->mode, "echo, fanout, connect or idle (default echo)")
         ->check(CLI::IsMember({"echo", "fanout", "connect", "idle"}));
@@ -126,7 +127,8 @@ not 101 or bad Sec-WebSocket-Accept, 67/77 push answered 404/401-403, 99 a --thr
         ->check(CLI::IsMember({"ws", "push"}));
     app->add_option("--push-path", o->push_path, "fanout --via push: the push endpoint (default /signal)")
         ->type_name("URLPATH");
-    app->add_flag("--raw", o->raw, "fanout: publish the bare payload, not a Pode envelope (for plain broadcast servers)");
+    app->add_flag("--raw", o->raw,
+                  "fanout: publish the bare payload, not a Pode envelope (for plain broadcast servers)");
     app->add_option("--connect-timeout", o->connect_timeout,
                     "Per connection: TCP connect plus the upgrade must finish within it (default 10s)")
         ->type_name("DURATION");

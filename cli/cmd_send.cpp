@@ -117,7 +117,8 @@ no 101, TLS), 77 answered 401/403, 78 --api-key-file or --cacert unusable,
         ->type_name("GROUP");
     app->add_flag("--json", c->json, "DATA is JSON (exit 65 when invalid) and is sent as JSON");
     app->add_option("-H,--header", c->headers, "Add a request header (repeatable)")->type_name("'K: V'");
-    app->add_option("--api-key-file", c->api_key_file, "Send 'Authorization: Bearer KEY' with KEY from FILE (or WSIG_API_KEY)")
+    app->add_option("--api-key-file", c->api_key_file,
+                    "Send 'Authorization: Bearer KEY' with KEY from FILE (or WSIG_API_KEY)")
         ->type_name("FILE");
     app->add_option("--timeout", c->timeout, "Give up after this long (exit 124), default 10s")->type_name("DURATION");
     app->add_option("--path", c->path, "ws: envelope path, the Name to send to")->type_name("NAME");

@@ -42,7 +42,6 @@ struct serve_options {
     bool static_dotfiles = false;
 };
 
-
 void must_be_readable(char const* what, std::string const& path) {
     std::ifstream in(path);
     if (!in) config_error(fmt::format("{} '{}' cannot be read", what, path));
@@ -76,7 +75,8 @@ server_options to_server_options(serve_options const& in) {
     if (!scope) usage_error(fmt::format("--default-scope: {}", scope.error().message));
     o.default_scope = *scope;
     for (auto const& l : in.levels)
-        if (auto ok = o.levels.apply_spec(l); !ok) usage_error(fmt::format("--broadcast-level: {}", ok.error().message));
+        if (auto ok = o.levels.apply_spec(l); !ok)
+            usage_error(fmt::format("--broadcast-level: {}", ok.error().message));
     if (auto s = resolve_secret(in.secret)) {
         if (s->find_first_not_of(" \t\r\n") == std::string::npos) config_error("the signing secret is empty");
         o.signing = signing_config{.enabled = true, .secret = *s, .strict = in.secret.strict};
@@ -212,7 +212,9 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
     app->add_option("--tls-cert", opts->tls_cert, "PEM certificate (chain): serve HTTPS + WSS")
         ->envname("WSIG_TLS_CERT")
         ->type_name("FILE");
-    app->add_option("--tls-key", opts->tls_key, "PEM private key for --tls-cert")->envname("WSIG_TLS_KEY")->type_name("FILE");
+    app->add_option("--tls-key", opts->tls_key, "PEM private key for --tls-cert")
+        ->envname("WSIG_TLS_KEY")
+        ->type_name("FILE");
     app->add_option("--pfx", opts->pfx, "PKCS#12 certificate and key: serve HTTPS + WSS")
         ->envname("WSIG_PFX")
         ->type_name("FILE");
@@ -236,8 +238,9 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
                     "421; on another address, once given, only these names and IP literals")
         ->envname("WSIG_ALLOW_HOST")
         ->type_name("NAME");
-    app->add_option("--api-key-file", opts->api_key_file,
-                    "Require 'Authorization: Bearer KEY' on /signal, /signal/connections and /metrics (or WSIG_API_KEY)")
+    app->add_option(
+           "--api-key-file", opts->api_key_file,
+           "Require 'Authorization: Bearer KEY' on /signal, /signal/connections and /metrics (or WSIG_API_KEY)")
         ->envname("WSIG_API_KEY_FILE")
         ->type_name("FILE");
     app->add_option("--max-message-size", opts->max_message_size,
@@ -314,7 +317,8 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
                     "DURATION:NAME:CMD: run CMD every DURATION and broadcast its output to NAME (repeatable)")
         ->envname("WSIG_EVERY")
         ->type_name("DUR:NAME:CMD");
-    app->add_option("--static", opts->static_dir, "Serve the files of DIR (/ is DIR/index.html), replacing the demo page")
+    app->add_option("--static", opts->static_dir,
+                    "Serve the files of DIR (/ is DIR/index.html), replacing the demo page")
         ->envname("WSIG_STATIC")
         ->type_name("DIR");
     app->add_flag("--static-dotfiles", opts->static_dotfiles,
@@ -324,10 +328,11 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage (bad flag, duration, size or ro
     return {app, [opts] {
                 auto o = to_server_options(*opts);
                 if (o.api_key.empty() && !loopback_address(o.address))
-                    print_warning(fmt::format("--address {}: the push and admin API (POST /signal, /signal/connections, "
-                                              "which lists every client ID) answers anyone who reaches this port; "
-                                              "set --api-key-file or WSIG_API_KEY",
-                                              o.address));
+                    print_warning(
+                        fmt::format("--address {}: the push and admin API (POST /signal, /signal/connections, "
+                                    "which lists every client ID) answers anyone who reaches this port; "
+                                    "set --api-key-file or WSIG_API_KEY",
+                                    o.address));
                 return run_server(std::move(o));
             }};
 }

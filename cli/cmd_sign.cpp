@@ -22,8 +22,7 @@ struct sign_options {
 // The signing key from the secret options, shared by sign and verify.
 std::string signing_key(secret_options const& secret, std::string const& user_agent, std::string const& ip) {
     auto s = resolve_secret(secret);
-    if (!s)
-        throw exit_error(to_int(exit_code::usage), "no secret: give --secret-file FILE, WSIG_SECRET or --secret");
+    if (!s) throw exit_error(to_int(exit_code::usage), "no secret: give --secret-file FILE, WSIG_SECRET or --secret");
     if (s->find_first_not_of(" \t\r\n") == std::string::npos)
         throw exit_error(to_int(exit_code::config), "the secret is empty or only whitespace");
     return secret.strict ? strict_secret(*s, user_agent, ip) : *s;

@@ -79,8 +79,8 @@ int main(int argc, char** argv) {
                 fmt::print("{}", cmd.app->help("wsig"));
                 return 0;
             }
-        wsig::cli::print_error(fmt::format("no help topic '{}': try exit-codes, serve, send, listen, sign, verify, bench",
-                                           help_topic));
+        wsig::cli::print_error(
+            fmt::format("no help topic '{}': try exit-codes, serve, send, listen, sign, verify, bench", help_topic));
         return wsig::to_int(wsig::exit_code::usage);
     }
 

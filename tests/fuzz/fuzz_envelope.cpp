@@ -11,8 +11,8 @@ extern "C" int LLVMFuzzerTestOneInput(std::uint8_t const* data, std::size_t size
     if (env) {
         auto payload = wsig::payload_text(env->message);
         // Whatever parsed must survive a round trip through the builder.
-        auto again = wsig::parse_envelope(wsig::make_envelope(env->message, env->path, env->client_ids, env->groups,
-                                                              env->direct));
+        auto again = wsig::parse_envelope(
+            wsig::make_envelope(env->message, env->path, env->client_ids, env->groups, env->direct));
         if (!again || again->client_ids != env->client_ids || again->groups != env->groups ||
             again->direct != env->direct || wsig::payload_text(again->message) != payload)
             __builtin_trap();

@@ -120,9 +120,9 @@ void check_plan(server_fixture& f, request const& req, wsig::detail::upgrade_pla
         WSIG_FUZZ_CHECK(!info.name.empty() && info.path.starts_with('/'), why());
         WSIG_FUZZ_CHECK(!info.client_id.empty(), why());
         WSIG_FUZZ_CHECK(printable(info.group) && info.group.size() <= 256, why());
-        WSIG_FUZZ_CHECK(std::all_of(info.client_id.begin(), info.client_id.end(),
-                                    [](char c) { return c > 0x20 && c < 0x7F; }),
-                        why());
+        WSIG_FUZZ_CHECK(
+            std::all_of(info.client_id.begin(), info.client_id.end(), [](char c) { return c > 0x20 && c < 0x7F; }),
+            why());
         if (st.opts.signing.enabled) {
             auto key = st.opts.signing.key_for(trimmed(req[http::field::user_agent]), "127.0.0.1");
             WSIG_FUZZ_CHECK(wsig::is_signed_form(info.client_id) && wsig::unsign(info.client_id, key), why());
@@ -190,11 +190,10 @@ bool one_request(server_fixture& f, std::string_view raw, std::string_view& in) 
     WSIG_FUZZ_CHECK(closed || f.closes() == 0, wire);
     for (auto const& c : f.conns)
         for (auto const& [code, reason] : c->closes) WSIG_FUZZ_CHECK(code == 1000, wire);
-    if (!st.opts.api_key.empty() && (path == "/signal" || path == "/signal/connections") &&
-        res.result_int() != 405) {
+    if (!st.opts.api_key.empty() && (path == "/signal" || path == "/signal/connections") && res.result_int() != 405) {
         auto auth = (*req)[http::field::authorization];
-        bool right_key = auth.size() > 7 && wsig::iequals(auth.substr(0, 7), "Bearer ") &&
-                         trimmed(auth.substr(7)) == api_key;
+        bool right_key =
+            auth.size() > 7 && wsig::iequals(auth.substr(0, 7), "Bearer ") && trimmed(auth.substr(7)) == api_key;
         WSIG_FUZZ_CHECK(right_key == (res.result_int() != 401), wire);
     }
     // As http_session::write: the connection stays if it may.

@@ -73,8 +73,8 @@ void check_push(server_fixture& f, request const& req, response const& res) {
     WSIG_FUZZ_CHECK(f.closes() == 0, text());
     if (!st.opts.api_key.empty()) {
         auto auth = req[http::field::authorization];
-        bool right_key = auth.size() > 7 && wsig::iequals(auth.substr(0, 7), "Bearer ") &&
-                         trimmed(auth.substr(7)) == api_key;
+        bool right_key =
+            auth.size() > 7 && wsig::iequals(auth.substr(0, 7), "Bearer ") && trimmed(auth.substr(7)) == api_key;
         WSIG_FUZZ_CHECK(right_key == (status != 401), text());
     }
     if (status != 200) {
@@ -93,12 +93,13 @@ void check_push(server_fixture& f, request const& req, response const& res) {
         // To one client: it existed, under that Name, global, in a named group; its ID verifies.
         WSIG_FUZZ_CHECK(delivered == (body.empty() ? 0 : 1), text());
         if (st.opts.signing.enabled)
-            WSIG_FUZZ_CHECK(wsig::unsign(id, st.opts.signing.key_for(trimmed(req[http::field::user_agent]), "127.0.0.1")),
-                            text());
+            WSIG_FUZZ_CHECK(
+                wsig::unsign(id, st.opts.signing.key_for(trimmed(req[http::field::user_agent]), "127.0.0.1")), text());
         bool found = false;
         for (auto const& c : f.conns) {
             auto const& i = c->info();
-            bool target = i.name == name && i.client_id == id && i.scope == wsig::scope::global && group_ok(i.group, groups);
+            bool target =
+                i.name == name && i.client_id == id && i.scope == wsig::scope::global && group_ok(i.group, groups);
             found = found || target;
             if (!target) WSIG_FUZZ_CHECK(c->received.empty(), text());
         }
@@ -117,7 +118,7 @@ void check_push(server_fixture& f, request const& req, response const& res) {
         WSIG_FUZZ_CHECK(delivered == (body.empty() ? 0 : targets), text());  // an empty body sends nothing
     }
     for (auto const& c : f.conns) {
-        WSIG_FUZZ_CHECK(c->received.size() <= 1, text());  // once
+        WSIG_FUZZ_CHECK(c->received.size() <= 1, text());                          // once
         for (auto const& got : c->received) WSIG_FUZZ_CHECK(got == body, text());  // verbatim
     }
 }

@@ -41,9 +41,9 @@ using wsig::detail::tcp;
     std::fflush(stderr);
     __builtin_trap();
 }
-#define WSIG_FUZZ_CHECK(cond, detail)                          \
-    do {                                                       \
-        if (!(cond)) ::wsig_fuzz::fail(#cond, (detail));       \
+#define WSIG_FUZZ_CHECK(cond, detail)                    \
+    do {                                                 \
+        if (!(cond)) ::wsig_fuzz::fail(#cond, (detail)); \
     } while (false)
 
 // WSIG_FUZZ_TRACE=1: one line per request on stderr (to see what a corpus input reaches).
@@ -94,8 +94,8 @@ struct fake_spec {
 // The connections every fuzzer registers: two Names with groups, a Name whose broadcast level wants
 // a group, a local connection (never reachable by push), IDs that differ only in case.
 inline std::vector<fake_spec> default_fakes() {
-    return {{"Chat", "alice", "red"},   {"Chat", "bob", "Blue"},    {"Chat", "Alice"},
-            {"Ops", "carol", "admins"}, {"Ops", "dave"},            {"Log", "erin", {}, wsig::scope::local},
+    return {{"Chat", "alice", "red"},   {"Chat", "bob", "Blue"},   {"Chat", "Alice"},
+            {"Ops", "carol", "admins"}, {"Ops", "dave"},           {"Log", "erin", {}, wsig::scope::local},
             {"Msg", "frank"},           {"Secure", "grace", "red"}};
 }
 
@@ -112,9 +112,12 @@ struct server_fixture {
         st = std::make_unique<server_state>(std::move(o));
         auto key = st->opts.signing.key_for(user_agent, "127.0.0.1");
         for (auto const& f : fakes) {
-            wsig::connection_info info{.name = f.name, .group = f.group,
+            wsig::connection_info info{.name = f.name,
+                                       .group = f.group,
                                        .client_id = st->opts.signing.enabled ? wsig::sign(f.id, key).value() : f.id,
-                                       .scope = f.scope, .path = "/fake", .remote = "127.0.0.1:40000"};
+                                       .scope = f.scope,
+                                       .path = "/fake",
+                                       .remote = "127.0.0.1:40000"};
             auto c = std::make_shared<fake_connection>(std::move(info));
             if (st->reg.add(c)) fail("two fakes with the same Name and ClientId", f.id);
             conns.push_back(std::move(c));
@@ -205,9 +208,9 @@ inline void check_wire(response const& res, bool head) {
 // part `streamed` after the head), JSON that parses, and a sound header block.
 inline void check_response(response const& res, bool head, std::optional<std::uint64_t> streamed = std::nullopt) {
     auto status = res.result_int();
-    bool known = status == 200 || status == 206 || status == 304 || status == 400 || status == 401 ||
-                 status == 403 || status == 404 || status == 405 || status == 409 || status == 416 ||
-                 status == 421 || status == 426 || status == 500 || status == 503;
+    bool known = status == 200 || status == 206 || status == 304 || status == 400 || status == 401 || status == 403 ||
+                 status == 404 || status == 405 || status == 409 || status == 416 || status == 421 || status == 426 ||
+                 status == 500 || status == 503;
     auto text = [&] { return text_of(res); };
     WSIG_FUZZ_CHECK(known, text());
     WSIG_FUZZ_CHECK(res[http::field::server] == "wsig", text());

@@ -30,9 +30,10 @@ wsig::bench::detail::parse_result chunked(std::string const& text, std::size_t& 
 
 TEST_CASE("bench wire: a 101 head and a Content-Length head parse") {
     response_head head;
-    auto r = head_of("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Accept: abc=\r\n\r\nframes",
-                     head);
+    auto r = head_of(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: abc=\r\n\r\nframes",
+        head);
     REQUIRE(r.complete());
     CHECK(head.status == 101);
     CHECK(head.reason == "Switching Protocols");
@@ -62,8 +63,9 @@ TEST_CASE("bench wire: an incomplete head needs more bytes; one over the limit i
 }
 
 TEST_CASE("bench wire: a Content-Length that overflows, is absurd or is not a number is a protocol error") {
-    for (std::string value : std::vector<std::string>{"18446744073709551615", "99999999999999999999", "9223372036854775808",
-                              std::to_string(max_body_length + 1), "-1", "+5", "", "12abc", "0x10", "1 2"}) {
+    for (std::string value :
+         std::vector<std::string>{"18446744073709551615", "99999999999999999999", "9223372036854775808",
+                                  std::to_string(max_body_length + 1), "-1", "+5", "", "12abc", "0x10", "1 2"}) {
         INFO("Content-Length: " << value);
         response_head head;
         auto r = head_of(ok_head + "Content-Length: " + value + "\r\n\r\n", head);
@@ -125,8 +127,8 @@ TEST_CASE("bench wire: a truncated chunked body needs more bytes; bad framing is
         INFO(partial);
         CHECK(chunked(partial, length).incomplete());
     }
-    for (std::string bad : std::vector<std::string>{"5\r\nhelloXX0\r\n\r\n", "zz\r\n", "\r\n", ";ext\r\n", "-5\r\nhello\r\n", "0x5\r\n",
-                            std::string(2000, '1')}) {
+    for (std::string bad : std::vector<std::string>{"5\r\nhelloXX0\r\n\r\n", "zz\r\n", "\r\n", ";ext\r\n",
+                                                    "-5\r\nhello\r\n", "0x5\r\n", std::string(2000, '1')}) {
         INFO(bad);
         CHECK(chunked(bad, length).malformed());
     }

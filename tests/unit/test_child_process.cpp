@@ -71,7 +71,8 @@ TEST_CASE("child process: whole output and the exit code are handed over at exit
 TEST_CASE("child process: extra environment variables reach the command") {
     boost::asio::io_context io;
     outcome out;
-    start(io, {.command = "echo \"$WSIG_NAME/$WSIG_GROUP\"", .env = {{"WSIG_NAME", "Msg"}, {"WSIG_GROUP", "g 1"}}}, out);
+    start(io, {.command = "echo \"$WSIG_NAME/$WSIG_GROUP\"", .env = {{"WSIG_NAME", "Msg"}, {"WSIG_GROUP", "g 1"}}},
+          out);
     run_until_exit(io, out);
     CHECK(out.lines == std::vector<std::string>{"Msg/g 1"});
 }
@@ -95,8 +96,9 @@ TEST_CASE("child process: a child that never reads cannot grow the queue past it
 TEST_CASE("child process: terminate ends a child that ignores SIGTERM with SIGKILL after the grace period") {
     boost::asio::io_context io;
     outcome out;
-    auto child = start(io, {.command = "trap '' TERM; echo ready; while :; do sleep 1; done",
-                            .kill_grace = std::chrono::milliseconds(200)},
+    auto child = start(io,
+                       {.command = "trap '' TERM; echo ready; while :; do sleep 1; done",
+                        .kill_grace = std::chrono::milliseconds(200)},
                        out);
     while (out.lines.empty()) io.run_one_for(std::chrono::milliseconds(100));
     child->terminate();
@@ -124,16 +126,18 @@ TEST_CASE("child process: an overlong line is cut at max_line") {
     outcome out;
     std::vector<bool> truncated;
     auto child = child_process::start(
-        io.get_executor(), {.command = "head -c 300 /dev/zero | tr '\\0' y; echo; echo short", .feed_stdin = false,
-                            .max_line = 100},
-        {.on_line = [&](std::string line, bool cut) {
-             out.lines.push_back(std::move(line));
-             truncated.push_back(cut);
-         },
-         .on_exit = [&](int status, std::string) {
-             out.exited = true;
-             out.status = status;
-         }});
+        io.get_executor(),
+        {.command = "head -c 300 /dev/zero | tr '\\0' y; echo; echo short", .feed_stdin = false, .max_line = 100},
+        {.on_line =
+             [&](std::string line, bool cut) {
+                 out.lines.push_back(std::move(line));
+                 truncated.push_back(cut);
+             },
+         .on_exit =
+             [&](int status, std::string) {
+                 out.exited = true;
+                 out.status = status;
+             }});
     REQUIRE(child.has_value());
     run_until_exit(io, out);
     REQUIRE(out.lines.size() >= 2);
@@ -146,12 +150,12 @@ TEST_CASE("child process: with on_stderr_line, stderr (and a to_stderr stdout) a
     boost::asio::io_context io;
     bool exited = false;
     std::vector<std::string> lines;
-    auto child = child_process::start(
-        io.get_executor(),
-        {.command = "printf 'one\\r\\n' >&2; echo two; printf 'three' >&2", .output = child_stdout::to_stderr,
-         .feed_stdin = false},
-        {.on_exit = [&](int, std::string) { exited = true; },
-         .on_stderr_line = [&](std::string line) { lines.push_back(std::move(line)); }});
+    auto child = child_process::start(io.get_executor(),
+                                      {.command = "printf 'one\\r\\n' >&2; echo two; printf 'three' >&2",
+                                       .output = child_stdout::to_stderr,
+                                       .feed_stdin = false},
+                                      {.on_exit = [&](int, std::string) { exited = true; },
+                                       .on_stderr_line = [&](std::string line) { lines.push_back(std::move(line)); }});
     REQUIRE(child.has_value());
     // Lines may follow the exit: wait for both.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

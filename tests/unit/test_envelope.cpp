@@ -7,8 +7,7 @@
 #include <fmt/format.h>
 
 TEST_CASE("envelope: all fields parse") {
-    auto env = wsig::parse_envelope(
-        R"({"message":"hi","path":"Msg","clientId":"abc","group":"G1","direct":true})");
+    auto env = wsig::parse_envelope(R"({"message":"hi","path":"Msg","clientId":"abc","group":"G1","direct":true})");
     REQUIRE(env.has_value());
     CHECK(env->message == "hi");
     CHECK(env->path == "Msg");
@@ -18,7 +17,8 @@ TEST_CASE("envelope: all fields parse") {
 }
 
 TEST_CASE("envelope: field names are case-insensitive") {
-    auto env = wsig::parse_envelope(R"({"MESSAGE":{"a":1},"Path":"Msg","CLIENTID":["a","b"],"gRoUp":["x"],"Direct":false})");
+    auto env =
+        wsig::parse_envelope(R"({"MESSAGE":{"a":1},"Path":"Msg","CLIENTID":["a","b"],"gRoUp":["x"],"Direct":false})");
     REQUIRE(env.has_value());
     CHECK(env->message == nlohmann::json{{"a", 1}});
     CHECK(env->path == "Msg");
@@ -45,11 +45,10 @@ TEST_CASE("envelope: the path is URL-decoded as Pode does") {
 }
 
 TEST_CASE("envelope: bad envelopes are error values, never exceptions") {
-    for (auto text : {"", "not json", "{", "[]", "\"message\"", "42", "{}", R"({"message":null})",
-                      R"({"message":""})", R"({"path":"Msg"})", R"({"message":"x","direct":"true"})",
-                      R"({"message":"x","direct":1})", R"({"message":"x","clientId":5})",
-                      R"({"message":"x","group":[1]})", R"({"message":"x","path":3})",
-                      R"({"message":"x","Message":"y"})", "{\"message\":\"\xff\"}"}) {
+    for (auto text : {"", "not json", "{", "[]", "\"message\"", "42", "{}", R"({"message":null})", R"({"message":""})",
+                      R"({"path":"Msg"})", R"({"message":"x","direct":"true"})", R"({"message":"x","direct":1})",
+                      R"({"message":"x","clientId":5})", R"({"message":"x","group":[1]})",
+                      R"({"message":"x","path":3})", R"({"message":"x","Message":"y"})", "{\"message\":\"\xff\"}"}) {
         INFO(text);
         auto env = wsig::parse_envelope(text);
         REQUIRE_FALSE(env.has_value());
@@ -109,7 +108,8 @@ TEST_CASE("envelope: the depth limit counts the envelope itself") {
 TEST_CASE("envelope: at most 256 groups and 256 client IDs") {
     auto list = [](std::size_t n) {
         nlohmann::json a = nlohmann::json::array();
-        for (std::size_t i = 0; i < n; ++i) a.push_back(fmt::format("g{}", i));  // (not "g" + to_string: g++ 12 -O3 -Wrestrict false positive)
+        for (std::size_t i = 0; i < n; ++i)
+            a.push_back(fmt::format("g{}", i));  // (not "g" + to_string: g++ 12 -O3 -Wrestrict false positive)
         return a.dump();
     };
     auto with = [&](char const* field, std::size_t n) {

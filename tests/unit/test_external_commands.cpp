@@ -49,7 +49,9 @@ wsig::detail::command_logger logger() {
     return [](wsig::detail::command_log, std::string m) { logs.push_back(std::move(m)); };
 }
 
-wsig::envelope env_of(std::string_view text) { return wsig::parse_envelope(text).value(); }
+wsig::envelope env_of(std::string_view text) {
+    return wsig::parse_envelope(text).value();
+}
 
 // A signal-route command in Python: answers every event with the actions its message asks for.
 constexpr char const* echo_actions =
@@ -70,9 +72,9 @@ TEST_CASE("external commands: a signal route gets each message as a JSON event a
     wsig::broadcast_levels levels;
     auto sender = std::make_shared<fake_connection>("Chat", "id-1", "G");
     reg.add(sender);
-    auto h = std::make_shared<external_commands>(io.get_executor(), reg, levels,
-                                                wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}},
-                                                logger());
+    auto h = std::make_shared<external_commands>(
+        io.get_executor(), reg, levels, wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}},
+        logger());
     h->start();
     CHECK(h->routes("/ws"));
     CHECK(h->routes("/WS"));  // Pode: ^PATH$ case-insensitively after the exact match
@@ -87,9 +89,11 @@ TEST_CASE("external commands: a signal route gets each message as a JSON event a
     CHECK(event["clientId"] == "id-1");
     CHECK(event["path"] == "/ws");
     CHECK(event["ts"].get<std::string>().size() == 24);
-    CHECK(event["data"] == json::parse(R"({"message":"hi","path":"Chat","clientId":["a","b"],"group":null,"direct":true})"));
+    CHECK(event["data"] ==
+          json::parse(R"({"message":"hi","path":"Chat","clientId":["a","b"],"group":null,"direct":true})"));
     h->stop();
-    run_until(io, [] { return false; }, 200ms);
+    run_until(
+        io, [] { return false; }, 200ms);
 }
 
 TEST_CASE("external commands: send and close actions go through target selection and broadcast levels") {
@@ -102,9 +106,9 @@ TEST_CASE("external commands: send and close actions go through target selection
     auto blue = std::make_shared<fake_connection>("Room", "b", "blue");
     auto locked = std::make_shared<fake_connection>("Locked", "l");
     for (auto c : {sender, red, blue, locked}) reg.add(c);
-    auto h = std::make_shared<external_commands>(io.get_executor(), reg, levels,
-                                                wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}},
-                                                logger());
+    auto h = std::make_shared<external_commands>(
+        io.get_executor(), reg, levels, wsig::detail::command_options{.signal_routes = {{"/ws", echo_actions}}},
+        logger());
     h->start();
     h->on_message(sender, "/ws", env_of(R"({"message":{"send":{"name":"Room","group":"RED","data":{"x":1}}}})"));
     h->on_message(sender, "/ws", env_of(R"({"message":{"send":{"name":"Locked","data":"nope"}}})"));
@@ -118,7 +122,8 @@ TEST_CASE("external commands: send and close actions go through target selection
     CHECK(red->closed == 0);
     CHECK(sender->received == std::vector<std::string>{"last"});
     h->stop();
-    run_until(io, [] { return false; }, 200ms);
+    run_until(
+        io, [] { return false; }, 200ms);
 }
 
 TEST_CASE("external commands: a crashing signal-route command is restarted and later events reach the new one") {
@@ -144,7 +149,8 @@ TEST_CASE("external commands: a crashing signal-route command is restarted and l
     }));
     CHECK(sender->received.front() == "back");
     h->stop();
-    run_until(io, [] { return false; }, 200ms);
+    run_until(
+        io, [] { return false; }, 200ms);
 }
 
 TEST_CASE("external commands: connect and disconnect hooks get the event on stdin and in WSIG_* variables") {
@@ -153,11 +159,13 @@ TEST_CASE("external commands: connect and disconnect hooks get the event on stdi
     wsig::broadcast_levels levels;
     auto dir = std::filesystem::temp_directory_path() / ("wsig-hooks-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
-    auto cmd = fmt::format("cat > {0}/$WSIG_EVENT.json; echo \"$WSIG_NAME|$WSIG_GROUP|$WSIG_CLIENT_ID|$WSIG_SCOPE\" > "
-                           "{0}/$WSIG_EVENT.env",
-                           dir.string());
-    auto h = std::make_shared<external_commands>(
-        io.get_executor(), reg, levels, wsig::detail::command_options{.on_connect = cmd, .on_disconnect = cmd}, logger());
+    auto cmd = fmt::format(
+        "cat > {0}/$WSIG_EVENT.json; echo \"$WSIG_NAME|$WSIG_GROUP|$WSIG_CLIENT_ID|$WSIG_SCOPE\" > "
+        "{0}/$WSIG_EVENT.env",
+        dir.string());
+    auto h = std::make_shared<external_commands>(io.get_executor(), reg, levels,
+                                                 wsig::detail::command_options{.on_connect = cmd, .on_disconnect = cmd},
+                                                 logger());
     h->start();
     wsig::connection_info info{.name = "Msg", .group = "g", .client_id = "abc", .scope = wsig::scope::global};
     h->on_connect(info);
@@ -177,7 +185,8 @@ TEST_CASE("external commands: connect and disconnect hooks get the event on stdi
     CHECK(json::parse(read("connect.json"))["type"] == "connect");
     std::filesystem::remove_all(dir);
     h->stop();
-    run_until(io, [] { return false; }, 200ms);
+    run_until(
+        io, [] { return false; }, 200ms);
 }
 
 TEST_CASE("external commands: a schedule broadcasts its output, less one trailing newline, to its Name") {
@@ -197,7 +206,8 @@ TEST_CASE("external commands: a schedule broadcasts its output, less one trailin
     CHECK(a->received[0] == "a\nb\n");
     CHECK(other->received.empty());
     h->stop();
-    run_until(io, [] { return false; }, 200ms);
+    run_until(
+        io, [] { return false; }, 200ms);
 }
 
 TEST_CASE("external commands: flag specs parse and bad ones are refused") {
@@ -236,7 +246,8 @@ TEST_CASE("external commands: a local process is ended when its client leaves") 
     REQUIRE(run_until(io, [&] { return !conn->received.empty(); }));
     (*p)->on_client_gone();
     // Ended by us: the connection is not closed a second time by the exit.
-    run_until(io, [] { return false; }, 500ms);
+    run_until(
+        io, [] { return false; }, 500ms);
     CHECK(conn->closed == 0);
 }
 

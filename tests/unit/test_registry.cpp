@@ -152,9 +152,9 @@ TEST_CASE("registry: the list of a whole Name is shared until the Name changes, 
 
 TEST_CASE("registry: select by names, groups (case-insensitive) and client IDs") {
     wsig::registry reg;
-    std::vector<std::shared_ptr<fake_connection>> keep = {
-        make("Msg", "a", "Red"), make("Msg", "b", "blue"), make("Msg", "c"), make("Chat", "d", "RED"),
-        make("Chat", "e", "", wsig::scope::local)};
+    std::vector<std::shared_ptr<fake_connection>> keep = {make("Msg", "a", "Red"), make("Msg", "b", "blue"),
+                                                          make("Msg", "c"), make("Chat", "d", "RED"),
+                                                          make("Chat", "e", "", wsig::scope::local)};
     for (auto& c : keep) reg.add(c);
 
     CHECK(ids(select(reg, {})) == strings{"a", "b", "c", "d"});  // every global connection, locals never
@@ -183,9 +183,8 @@ TEST_CASE("registry: a send naming many groups matches each connection's group c
     for (int i = 0; i < 256; ++i) t.groups.push_back("GROUP" + std::to_string(i * 2));  // the even ones, and 200 absent
     auto got = select(reg, t);
     CHECK(got.size() == 100);
-    CHECK(std::all_of(got.begin(), got.end(), [](auto const& c) {
-        return std::stoi(c->info().group.substr(5)) % 2 == 0;
-    }));
+    CHECK(std::all_of(got.begin(), got.end(),
+                      [](auto const& c) { return std::stoi(c->info().group.substr(5)) % 2 == 0; }));
     CHECK(list(reg, {.groups = {"group7", "GrOuP9"}}).size() == 2);
     CHECK(find(reg, "Msg", "c7", {"x", "GROUP7"}) != nullptr);
     CHECK(find(reg, "Msg", "none", {"x"}) == nullptr);  // no group matches no listed group

@@ -25,9 +25,10 @@ struct fake_source : wsig::message_source, std::enable_shared_from_this<fake_sou
         info_.path = std::move(path);
     }
     wsig::connection_info const& info() const noexcept override { return info_; }
-    void send(wsig::message_ptr const& m) override {
+    wsig::send_status send(wsig::message_ptr const& m) override {
         received.emplace_back(m->payload());
         opcodes.push_back(m->op());
+        return wsig::send_status::queued;
     }
     void close(std::uint16_t, std::string) override {}
     wsig::connection_ptr self() override { return shared_from_this(); }

@@ -5,9 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
-#include <unistd.h>
 #include <fstream>
 #include <string>
 
@@ -19,11 +19,17 @@ nlohmann::json load_vectors() {
     return nlohmann::json::parse(in);
 }
 
-std::string repeat(char c, std::size_t n) { return std::string(n, c); }
+std::string repeat(char c, std::size_t n) {
+    return std::string(n, c);
+}
 
 // The value of a computation that must succeed here (value() throws, and Catch2 reports it).
-std::string hmac(std::string_view key, std::string_view message) { return wsig::hmac_sha256_base64(key, message).value(); }
-std::string sign(std::string_view value, std::string_view secret) { return wsig::sign(value, secret).value(); }
+std::string hmac(std::string_view key, std::string_view message) {
+    return wsig::hmac_sha256_base64(key, message).value();
+}
+std::string sign(std::string_view value, std::string_view secret) {
+    return wsig::sign(value, secret).value();
+}
 
 }  // namespace
 
@@ -55,18 +61,16 @@ TEST_CASE("signing: every invalid vector is refused with the secret s3cr3t") {
 TEST_CASE("signing: the HMAC matches RFC 4231 test cases 1-4, 6 and 7") {
     // Expected digests are RFC 4231's hex values in base64 (the form signatures use).
     CHECK(hmac(repeat('\x0b', 20), "Hi There") == "sDRMYdjbOFNcqK/OrwvxK4gdwgDJgz2nJuk3bC4yz/c=");
-    CHECK(hmac("Jefe", "what do ya want for nothing?") ==
-          "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
-    CHECK(hmac(repeat('\xaa', 20), repeat('\xdd', 50)) ==
-          "dz6pHjaADkaFTbjr0JGBpylZCYs++MEi2WNVFM7VZf4=");
+    CHECK(hmac("Jefe", "what do ya want for nothing?") == "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
+    CHECK(hmac(repeat('\xaa', 20), repeat('\xdd', 50)) == "dz6pHjaADkaFTbjr0JGBpylZCYs++MEi2WNVFM7VZf4=");
     std::string key4;
     for (char c = 1; c <= 25; ++c) key4.push_back(c);
     CHECK(hmac(key4, repeat('\xcd', 50)) == "glWKOJpEPA6kzIGYmfIIOoXw+qPlePgHei4/9GcpZls=");
     CHECK(hmac(repeat('\xaa', 131), "Test Using Larger Than Block-Size Key - Hash Key First") ==
           "YOQxWR7gtn8Niiaqy/W3f44LxiE3KMUUBUYEDw7jf1Q=");
     CHECK(hmac(repeat('\xaa', 131),
-                                   "This is a test using a larger than block-size key and a larger than block-size "
-                                   "data. The key needs to be hashed before being used by the HMAC algorithm.") ==
+               "This is a test using a larger than block-size key and a larger than block-size "
+               "data. The key needs to be hashed before being used by the HMAC algorithm.") ==
           "mwn/pxuUL8snY1+81bDpRL/cY2RPBxOTin9RU1w6NeI=");
 }
 
@@ -121,7 +125,8 @@ TEST_CASE("signing: when the HMAC cannot be computed, nothing is signed and noth
     REQUIRE_FALSE(signed_value.has_value());
     CHECK(signed_value.error().code == wsig::errc::crypto);
     // Not a signature over an empty MAC: "s:12345." and any other value are refused.
-    for (auto const& candidate : {std::string("s:12345."), sign("12345", "k"), std::string("s:12345.") + repeat('A', 44)}) {
+    for (auto const& candidate :
+         {std::string("s:12345."), sign("12345", "k"), std::string("s:12345.") + repeat('A', 44)}) {
         auto back = wsig::unsign(candidate, huge_key);
         REQUIRE_FALSE(back.has_value());
         CHECK(back.error().code == wsig::errc::crypto);

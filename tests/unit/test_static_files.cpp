@@ -71,8 +71,8 @@ TEST_CASE("static files: traversal, encoded slashes and symlinks out of the root
 TEST_CASE("static files: dotfiles and dot-directories get 404 unless allowed, through symlinks too") {
     site s;
     using wsig::detail::resolve_static;
-    for (auto target : {"/.env", "/.git/config", "/.git/", "/.well-known/", "/%2eenv", "/%2Egit/config",
-                        "/sub/../.env", "/./.env", "/env-link", "/git-link/config"}) {
+    for (auto target : {"/.env", "/.git/config", "/.git/", "/.well-known/", "/%2eenv", "/%2Egit/config", "/sub/../.env",
+                        "/./.env", "/env-link", "/git-link/config"}) {
         INFO(target);
         CHECK(resolve_static(s.www(), target).status == 404);
     }
@@ -81,7 +81,7 @@ TEST_CASE("static files: dotfiles and dot-directories get 404 unless allowed, th
     CHECK(resolve_static(s.www(), "/.well-known/", true).path == s.www() / ".well-known" / "index.html");
     CHECK(resolve_static(s.www(), "/env-link", true).status == 200);
     CHECK(resolve_static(s.www(), "/../secret.txt", true).status == 404);  // traversal stays refused
-    CHECK(resolve_static(s.www(), "/./a.CSS").status == 200);             // "." is not a dotfile
+    CHECK(resolve_static(s.www(), "/./a.CSS").status == 200);              // "." is not a dotfile
 }
 
 TEST_CASE("static files: a regular file opens with its size; directories and missing files do not") {
@@ -192,6 +192,6 @@ TEST_CASE("static files: conditional GET in RFC 9110's order, If-Range, and HEAD
     CHECK(status({.range = "bytes=0-9", .if_range = "\"old\""}) == 200);
     CHECK(status({.range = "bytes=0-9", .if_range = "Sat, 05 Nov 1994 08:49:37 GMT"}) == 200);
     CHECK(status({.range = "bytes=5000-", .if_range = "\"old\""}) == 200);  // not 416: the Range is dropped
-    CHECK(status({.ranges_apply = false, .range = "bytes=0-9"}) == 200);   // HEAD
+    CHECK(status({.ranges_apply = false, .range = "bytes=0-9"}) == 200);    // HEAD
     CHECK(status({.if_none_match = "\"3e8-1\"", .range = "bytes=0-9"}) == 304);
 }

@@ -32,18 +32,18 @@ struct options {
     std::uint32_t in_flight = 0;    // 0: default (echo 1 per connection, fanout 16 broadcasts)
     std::chrono::milliseconds duration{10'000};
     std::chrono::milliseconds warmup{1'000};
-    std::chrono::milliseconds connect_timeout{10'000};    // per connection: TCP connect + upgrade
+    std::chrono::milliseconds connect_timeout{10'000};   // per connection: TCP connect + upgrade
     std::chrono::milliseconds broadcast_timeout{5'000};  // fan-out: a broadcast not complete by then is lost
     unsigned threads = 1;
     bool binary = false;  // binary frames instead of text
 
     // Fan-out.
-    std::string sub_path;                    // where subscribers connect; empty: the URL's path
-    std::string pub_path;                    // where the publisher connects (ws); empty: the URL's path
-    std::optional<std::string> name;         // the signal Name to broadcast to (envelope "path", push header)
-    publish_via via = publish_via::ws;       // a WebSocket envelope, or HTTP POST to push_path
-    std::string push_path = "/signal";       // with via push
-    bool raw = false;                        // publish the payload itself, not a Pode envelope
+    std::string sub_path;               // where subscribers connect; empty: the URL's path
+    std::string pub_path;               // where the publisher connects (ws); empty: the URL's path
+    std::optional<std::string> name;    // the signal Name to broadcast to (envelope "path", push header)
+    publish_via via = publish_via::ws;  // a WebSocket envelope, or HTTP POST to push_path
+    std::string push_path = "/signal";  // with via push
+    bool raw = false;                   // publish the payload itself, not a Pode envelope
 
     std::vector<std::pair<std::string, std::string>> headers;  // extra request headers (upgrade, push)
 };
@@ -69,8 +69,8 @@ struct summary {
     std::uint32_t in_flight = 0;
     double duration_s = 0;  // the measured window (shorter when interrupted)
     double warmup_s = 0;
-    std::uint64_t messages = 0;  // echo: round trips; fanout: deliveries; connect: handshakes
-    double rate = 0;             // messages per second
+    std::uint64_t messages = 0;    // echo: round trips; fanout: deliveries; connect: handshakes
+    double rate = 0;               // messages per second
     std::uint64_t broadcasts = 0;  // fan-out: broadcasts received by every subscriber
     double broadcast_rate = 0;
     std::uint64_t lost = 0;  // fan-out: broadcasts not complete within the broadcast timeout

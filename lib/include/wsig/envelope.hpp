@@ -25,8 +25,8 @@ struct envelope {
 // connection stays): a client cannot make one message cost the server more than a bounded amount.
 struct envelope_limits {
     std::size_t max_depth = default_max_json_depth;  // arrays and objects nested, the envelope included
-    std::size_t max_groups = 256;      // entries of "group"
-    std::size_t max_client_ids = 256;  // entries of "clientId"
+    std::size_t max_groups = 256;                    // entries of "group"
+    std::size_t max_client_ids = 256;                // entries of "clientId"
 };
 
 // Field names are matched case-insensitively; clientId and group take a string or an array of

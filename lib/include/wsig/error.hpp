@@ -31,8 +31,12 @@ struct error {
 template <class T>
 using result = boost::system::result<T, error>;
 
-inline std::ostream& operator<<(std::ostream& os, error const& e) { return os << e.message; }
+inline std::ostream& operator<<(std::ostream& os, error const& e) {
+    return os << e.message;
+}
 
-inline error make_error(errc code, std::string message) { return error{code, std::move(message)}; }
+inline error make_error(errc code, std::string message) {
+    return error{code, std::move(message)};
+}
 
 }  // namespace wsig

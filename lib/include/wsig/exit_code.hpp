@@ -30,6 +30,8 @@ struct exit_code_doc {
 // The table printed by `wsig help exit-codes` and used in --help; one source for both.
 extern exit_code_doc const exit_code_table[14];
 
-constexpr int to_int(exit_code c) { return static_cast<int>(c); }
+constexpr int to_int(exit_code c) {
+    return static_cast<int>(c);
+}
 
 }  // namespace wsig

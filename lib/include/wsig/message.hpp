@@ -17,8 +17,12 @@ class outgoing_message {
 public:
     // One unmasked, final frame (server to client) holding `payload`.
     static std::shared_ptr<outgoing_message const> make(opcode op, std::string_view payload);
-    static std::shared_ptr<outgoing_message const> text(std::string_view payload) { return make(opcode::text, payload); }
-    static std::shared_ptr<outgoing_message const> binary(std::string_view payload) { return make(opcode::binary, payload); }
+    static std::shared_ptr<outgoing_message const> text(std::string_view payload) {
+        return make(opcode::text, payload);
+    }
+    static std::shared_ptr<outgoing_message const> binary(std::string_view payload) {
+        return make(opcode::binary, payload);
+    }
 
     std::string_view frame() const noexcept { return bytes_; }  // ready for the socket
     std::string_view payload() const noexcept { return std::string_view(bytes_).substr(header_size_); }

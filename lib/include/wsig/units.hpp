@@ -17,7 +17,9 @@ std::string format_duration(std::chrono::milliseconds d);
 
 // RFC 3339 in UTC: 2026-11-28T07:31:45.123Z (or ...:45Z without milliseconds).
 std::string rfc3339(std::chrono::system_clock::time_point t, bool milliseconds = true);
-inline std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
+inline std::string rfc3339_now() {
+    return rfc3339(std::chrono::system_clock::now());
+}
 std::string format_size(std::uint64_t bytes);
 
 }  // namespace wsig

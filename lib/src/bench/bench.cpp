@@ -75,7 +75,9 @@ void raise_file_limit(std::uint64_t need) {
 }
 
 // Replaces the path of a target ("/a?b") by another path, keeping nothing of the old one.
-std::string with_path(std::string const& target, std::string const& path) { return path.empty() ? target : path; }
+std::string with_path(std::string const& target, std::string const& path) {
+    return path.empty() ? target : path;
+}
 
 }  // namespace
 
@@ -121,8 +123,8 @@ summary run(options const& o, std::atomic<int> const* stop, std::function<void(p
 
     std::vector<std::unique_ptr<loop>> loops;
     for (unsigned t = 0; t < nthreads; ++t) loops.push_back(std::make_unique<loop>(sh, t));
-    role const main_role = o.mode == mode::echo     ? role::echo
-                           : o.mode == mode::fanout ? role::sub
+    role const main_role = o.mode == mode::echo      ? role::echo
+                           : o.mode == mode::fanout  ? role::sub
                            : o.mode == mode::connect ? role::connector
                                                      : role::idle;
     for (std::uint32_t k = 0; k < publishers; ++k) loops[0]->add(o.via == publish_via::push ? role::push : role::pub);
@@ -142,7 +144,8 @@ summary run(options const& o, std::atomic<int> const* stop, std::function<void(p
         for (auto const& l : loops) {
             p.messages += l->progress_messages.load(std::memory_order_relaxed);
             p.errors += l->progress_errors.load(std::memory_order_relaxed);
-            p.open += static_cast<std::uint32_t>(std::max<std::int64_t>(0, l->progress_open.load(std::memory_order_relaxed)));
+            p.open +=
+                static_cast<std::uint32_t>(std::max<std::int64_t>(0, l->progress_open.load(std::memory_order_relaxed)));
         }
     };
 
@@ -268,12 +271,14 @@ result<threshold> parse_threshold(std::string_view text) {
     if (metric == "med") metric = "p50";
     if (metric == "p999") metric = "p99.9";
     if (!latency_metric(metric) && !count_metric(metric))
-        return bad("unknown metric: use p50, p90, p99, p99.9, max, min, mean, rate, messages, errors, connected, open, "
-                   "lost, broadcasts or broadcast_rate");
+        return bad(
+            "unknown metric: use p50, p90, p99, p99.9, max, min, mean, rate, messages, errors, connected, open, "
+            "lost, broadcasts or broadcast_rate");
     std::size_t op_len = 1;
     if (op_pos + 1 < s.size() && s[op_pos + 1] == '=') op_len = 2;
     std::string const op = s.substr(op_pos, op_len);
-    if (op != "<" && op != "<=" && op != ">" && op != ">=" && op != "==") return bad("the comparison must be <, <=, >, >= or ==");
+    if (op != "<" && op != "<=" && op != ">" && op != ">=" && op != "==")
+        return bad("the comparison must be <, <=, >, >= or ==");
     std::string const value = s.substr(op_pos + op_len);
     double v = 0;
     auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
@@ -284,11 +289,16 @@ result<threshold> parse_threshold(std::string_view text) {
     t.is_latency = latency_metric(metric);
     if (t.is_latency) {
         double f = 0;
-        if (unit == "ns") f = 1;
-        else if (unit == "us" || unit == "\xC2\xB5s") f = 1e3;
-        else if (unit == "ms" || unit.empty()) f = 1e6;  // k6: milliseconds when no unit
-        else if (unit == "s") f = 1e9;
-        else return bad("the unit must be ns, us, ms or s");
+        if (unit == "ns")
+            f = 1;
+        else if (unit == "us" || unit == "\xC2\xB5s")
+            f = 1e3;
+        else if (unit == "ms" || unit.empty())
+            f = 1e6;  // k6: milliseconds when no unit
+        else if (unit == "s")
+            f = 1e9;
+        else
+            return bad("the unit must be ns, us, ms or s");
         t.value = v * f;
     } else {
         if (!unit.empty()) return bad("a count or rate takes no unit");
@@ -305,29 +315,49 @@ std::vector<threshold_result> evaluate(summary const& s, std::vector<threshold> 
         auto const& l = s.latency;
         auto const& m = t.metric;
         double a = 0;
-        if (m == "p50") a = static_cast<double>(l.p50);
-        else if (m == "p90") a = static_cast<double>(l.p90);
-        else if (m == "p99") a = static_cast<double>(l.p99);
-        else if (m == "p99.9") a = static_cast<double>(l.p99_9);
-        else if (m == "max") a = static_cast<double>(l.max);
-        else if (m == "min") a = static_cast<double>(l.min);
-        else if (m == "mean") a = l.mean;
-        else if (m == "rate") a = s.rate;
-        else if (m == "messages") a = static_cast<double>(s.messages);
-        else if (m == "errors") a = static_cast<double>(s.errors);
-        else if (m == "connected") a = static_cast<double>(s.connected);
-        else if (m == "open") a = static_cast<double>(s.open_at_end);
-        else if (m == "lost") a = static_cast<double>(s.lost);
-        else if (m == "broadcasts") a = static_cast<double>(s.broadcasts);
-        else if (m == "broadcast_rate") a = s.broadcast_rate;
+        if (m == "p50")
+            a = static_cast<double>(l.p50);
+        else if (m == "p90")
+            a = static_cast<double>(l.p90);
+        else if (m == "p99")
+            a = static_cast<double>(l.p99);
+        else if (m == "p99.9")
+            a = static_cast<double>(l.p99_9);
+        else if (m == "max")
+            a = static_cast<double>(l.max);
+        else if (m == "min")
+            a = static_cast<double>(l.min);
+        else if (m == "mean")
+            a = l.mean;
+        else if (m == "rate")
+            a = s.rate;
+        else if (m == "messages")
+            a = static_cast<double>(s.messages);
+        else if (m == "errors")
+            a = static_cast<double>(s.errors);
+        else if (m == "connected")
+            a = static_cast<double>(s.connected);
+        else if (m == "open")
+            a = static_cast<double>(s.open_at_end);
+        else if (m == "lost")
+            a = static_cast<double>(s.lost);
+        else if (m == "broadcasts")
+            a = static_cast<double>(s.broadcasts);
+        else if (m == "broadcast_rate")
+            a = s.broadcast_rate;
         r.actual = a;
         // A latency threshold with nothing measured fails: there is no evidence it holds.
         bool const no_data = t.is_latency && l.count == 0;
-        if (t.op == "<") r.ok = a < t.value;
-        else if (t.op == "<=") r.ok = a <= t.value;
-        else if (t.op == ">") r.ok = a > t.value;
-        else if (t.op == ">=") r.ok = a >= t.value;
-        else r.ok = a == t.value;
+        if (t.op == "<")
+            r.ok = a < t.value;
+        else if (t.op == "<=")
+            r.ok = a <= t.value;
+        else if (t.op == ">")
+            r.ok = a > t.value;
+        else if (t.op == ">=")
+            r.ok = a >= t.value;
+        else
+            r.ok = a == t.value;
         if (no_data) r.ok = false;
         out.push_back(std::move(r));
     }
@@ -374,7 +404,9 @@ std::string threshold_value(threshold_result const& r) {
     return fmt::format("{}", static_cast<std::uint64_t>(std::llround(r.actual)));
 }
 
-double us(std::uint64_t ns) { return std::round(static_cast<double>(ns) / 10.0) / 100.0; }
+double us(std::uint64_t ns) {
+    return std::round(static_cast<double>(ns) / 10.0) / 100.0;
+}
 
 }  // namespace
 
@@ -391,9 +423,7 @@ std::string format_text(summary const& s, std::vector<threshold_result> const& c
             out += fmt::format("  subscribers  {} ({} open at the end), {}, {} B messages, {} broadcasts in flight\n",
                                s.connected, s.open_at_end, threads, s.size, s.in_flight);
             break;
-        case mode::connect:
-            out += fmt::format("  connectors   {}, {}\n", s.connections, threads);
-            break;
+        case mode::connect: out += fmt::format("  connectors   {}, {}\n", s.connections, threads); break;
         case mode::idle:
             out += fmt::format("  connections  {} of {} connected, {} open at the end, {}\n", s.connected,
                                s.connections, s.open_at_end, threads);
@@ -412,8 +442,8 @@ std::string format_text(summary const& s, std::vector<threshold_result> const& c
                                                       : "handshake";
     if (l.count) {
         out += fmt::format("  latency      p50 {}  p90 {}  p99 {}  p99.9 {}  max {}   ({}, {} samples)\n",
-                           format_latency(l.p50), format_latency(l.p90), format_latency(l.p99),
-                           format_latency(l.p99_9), format_latency(l.max), what, grouped(l.count));
+                           format_latency(l.p50), format_latency(l.p90), format_latency(l.p99), format_latency(l.p99_9),
+                           format_latency(l.max), what, grouped(l.count));
     } else {
         out += fmt::format("  latency      none measured ({})\n", what);
     }
@@ -450,8 +480,12 @@ std::string format_json(summary const& s, std::vector<threshold_result> const& c
         j["lost"] = s.lost;
     }
     auto const& l = s.latency;
-    j["latency_us"] = {{"p50", us(l.p50)},     {"p90", us(l.p90)}, {"p99", us(l.p99)},
-                       {"p99_9", us(l.p99_9)}, {"max", us(l.max)}, {"min", us(l.min)},
+    j["latency_us"] = {{"p50", us(l.p50)},
+                       {"p90", us(l.p90)},
+                       {"p99", us(l.p99)},
+                       {"p99_9", us(l.p99_9)},
+                       {"max", us(l.max)},
+                       {"min", us(l.min)},
                        {"mean", std::round(l.mean / 10.0) / 100.0}};
     j["latency_samples"] = l.count;
     j["errors"] = s.errors;

@@ -55,7 +55,7 @@ struct shared {
     std::size_t pub_hex_offset = 0;
     std::string push_head;  // the POST request head, Content-Length included
 
-    std::atomic<std::int64_t> start_ns{0};  // traffic starts; 0 until set-up is done
+    std::atomic<std::int64_t> start_ns{0};     // traffic starts; 0 until set-up is done
     std::atomic<std::int64_t> warm_end_ns{0};  // written before start_ns
     std::atomic<std::int64_t> end_ns{0};
     std::atomic<bool> stop{false};
@@ -83,8 +83,8 @@ struct load_connection {
     role r = role::echo;
     state s = state::off;
     bool out_armed = false;
-    bool hung_up = false;     // the peer's FIN (or an error) was seen: read to the end, no edge follows
-    bool in_setup = true;     // counted in setup_pending until its first handshake ends
+    bool hung_up = false;  // the peer's FIN (or an error) was seen: read to the end, no edge follows
+    bool in_setup = true;  // counted in setup_pending until its first handshake ends
     bool close_sent = false;
     bool counted_open = false;
     bool ever_open = false;
@@ -158,13 +158,15 @@ private:
     bool push_ok_ = false;
 
     bool in_window() const {
-        return now_ >= sh_.warm_end_ns.load(std::memory_order_relaxed) && now_ < sh_.end_ns.load(std::memory_order_relaxed);
+        return now_ >= sh_.warm_end_ns.load(std::memory_order_relaxed) &&
+               now_ < sh_.end_ns.load(std::memory_order_relaxed);
     }
     std::uint64_t key(std::uint32_t i) const { return (static_cast<std::uint64_t>(conns_[i].gen) << 32) | i; }
     // The connection a key was made for, if it is still that connection and open.
     load_connection* live(std::uint64_t k) {
         auto const i = static_cast<std::uint32_t>(k & 0xFFFFFFFFu);
-        if (i >= conns_.size() || conns_[i].gen != static_cast<std::uint32_t>(k >> 32) || conns_[i].fd < 0) return nullptr;
+        if (i >= conns_.size() || conns_[i].gen != static_cast<std::uint32_t>(k >> 32) || conns_[i].fd < 0)
+            return nullptr;
         return &conns_[i];
     }
 

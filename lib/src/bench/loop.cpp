@@ -66,7 +66,10 @@ void shared::set_fatal(exit_code code, std::string message) {
 }
 
 loop::loop(shared& sh, unsigned index)
-    : sh_(sh), index_(index), scratch_(scratch_size), rng_(0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(now_ns()) + index * 7919ull)) {
+    : sh_(sh),
+      index_(index),
+      scratch_(scratch_size),
+      rng_(0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(now_ns()) + index * 7919ull)) {
     ep_ = epoll_create1(EPOLL_CLOEXEC);
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ep_ < 0 || wake_fd_ < 0) throw failure(exit_code::config, fmt::format("epoll: {}", std::strerror(errno)));
@@ -187,7 +190,8 @@ void loop::start_connect(std::uint32_t i) {
     c.s = state::connecting;
     int const fd = ::socket(sh_.ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        failed(i, fail::local, fmt::format("cannot open a socket: {} (raise the file limit: ulimit -n)", std::strerror(errno)),
+        failed(i, fail::local,
+               fmt::format("cannot open a socket: {} (raise the file limit: ulimit -n)", std::strerror(errno)),
                exit_code::config);
         return;
     }
@@ -549,9 +553,10 @@ std::size_t loop::process_upgrade(std::uint32_t i, char* data, std::size_t n) {
         return n;
     }
     if (head.accept != c.accept || !iequals(head.upgrade, "websocket") || !list_contains(head.connection, "upgrade")) {
-        failed(i, fail::accept,
-               fmt::format("the 101 response of {} has a bad Sec-WebSocket-Accept, Upgrade or Connection header", target),
-               exit_code::protocol);
+        failed(
+            i, fail::accept,
+            fmt::format("the 101 response of {} has a bad Sec-WebSocket-Accept, Upgrade or Connection header", target),
+            exit_code::protocol);
         return n;
     }
     handshake_ended(c);
@@ -627,11 +632,14 @@ std::size_t loop::process_frames(std::uint32_t i, char* data, std::size_t n) {
         pos += h + plen;
         if (op >= 0x8) {
             if (!fin || plen > 125) {
-                failed(i, fail::protocol, "the server sent a fragmented or oversized control frame", exit_code::protocol);
+                failed(i, fail::protocol, "the server sent a fragmented or oversized control frame",
+                       exit_code::protocol);
                 return n;
             }
             if (op == op_ping) {
-                if (c.s == state::open) wire::append_masked_frame(c.wbuf, op_pong, payload, plen, static_cast<std::uint32_t>(next_random(rng_)));
+                if (c.s == state::open)
+                    wire::append_masked_frame(c.wbuf, op_pong, payload, plen,
+                                              static_cast<std::uint32_t>(next_random(rng_)));
             } else if (op == op_close) {
                 on_server_close(i, payload, plen);
                 return n;
@@ -696,10 +704,12 @@ void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
         return;
     }
     unsigned code = 1005;
-    if (n >= 2) code = (static_cast<unsigned>(static_cast<unsigned char>(p[0])) << 8) | static_cast<unsigned char>(p[1]);
+    if (n >= 2)
+        code = (static_cast<unsigned>(static_cast<unsigned char>(p[0])) << 8) | static_cast<unsigned char>(p[1]);
     std::string reason = n > 2 ? std::string(p + 2, n - 2) : std::string();
     // Answer the close (echo the code), then drop the connection.
-    wire::append_masked_frame(c.wbuf, op_close, p, std::min<std::size_t>(n, 2), static_cast<std::uint32_t>(next_random(rng_)));
+    wire::append_masked_frame(c.wbuf, op_close, p, std::min<std::size_t>(n, 2),
+                              static_cast<std::uint32_t>(next_random(rng_)));
     flush(i);
     if (c.fd < 0) return;
     failed(i, fail::closed,
@@ -710,9 +720,12 @@ void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
 void loop::send_echo(load_connection& c) {
     char* p = payload_.data();
     std::size_t const size = payload_.size();
-    if (size >= 16) put_hex16(p, static_cast<std::uint64_t>(now_));
-    else c.sent.push_back(now_);
-    wire::append_masked_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, p, size, static_cast<std::uint32_t>(next_random(rng_)));
+    if (size >= 16)
+        put_hex16(p, static_cast<std::uint64_t>(now_));
+    else
+        c.sent.push_back(now_);
+    wire::append_masked_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, p, size,
+                              static_cast<std::uint32_t>(next_random(rng_)));
     ++c.in_flight;
 }
 
@@ -736,7 +749,8 @@ void loop::on_message(load_connection& c, std::uint8_t, char const* p, std::size
             }
             ok = ok && sent_at > 0 && sent_at <= now_;
             ++traffic_;
-            if (!ok) count_error(fail::bad_message);
+            if (!ok)
+                count_error(fail::bad_message);
             else if (in_window()) {
                 hist.record(static_cast<std::uint64_t>(now_ - sent_at));
                 ++messages;
@@ -822,8 +836,8 @@ void loop::begin_broadcast(std::uint64_t seq) {
 
 void loop::publish_ws(load_connection& c, std::uint64_t seq) {
     begin_broadcast(seq);
-    wire::append_masked_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, sh_.pub_template.data(), sh_.pub_template.size(),
-                 static_cast<std::uint32_t>(next_random(rng_)));
+    wire::append_masked_frame(c.wbuf, sh_.o.binary ? op_binary : op_text, sh_.pub_template.data(),
+                              sh_.pub_template.size(), static_cast<std::uint32_t>(next_random(rng_)));
 }
 
 void loop::publish_push(load_connection& c, std::uint64_t seq) {
@@ -843,7 +857,8 @@ std::size_t loop::process_push(std::uint32_t i, char const* data, std::size_t n)
         auto const r = parse_response_head(rest, head);
         if (r.incomplete()) break;
         if (r.malformed()) {
-            failed(i, fail::protocol, fmt::format("the push response is not valid HTTP: {}", r.why), exit_code::protocol);
+            failed(i, fail::protocol, fmt::format("the push response is not valid HTTP: {}", r.why),
+                   exit_code::protocol);
             return n;
         }
         std::size_t body = 0;  // at most max_body_length (the parsers refuse more): the sum below cannot overflow
@@ -870,11 +885,11 @@ std::size_t loop::process_push(std::uint32_t i, char const* data, std::size_t n)
             count_error(fail::push_status);
             if (!push_ok_ && !stopping_) {
                 exit_code const code = head.status == 401 || head.status == 403 ? exit_code::no_permission
-                                       : head.status == 404                    ? exit_code::no_user
-                                       : head.status >= 500                    ? exit_code::unavailable
-                                                                               : exit_code::protocol;
-                sh_.set_fatal(code, fmt::format("the push to {} was answered {} {}", sh_.push_target, head.status,
-                                                head.reason));
+                                       : head.status == 404                     ? exit_code::no_user
+                                       : head.status >= 500                     ? exit_code::unavailable
+                                                                                : exit_code::protocol;
+                sh_.set_fatal(
+                    code, fmt::format("the push to {} was answered {} {}", sh_.push_target, head.status, head.reason));
                 return n;
             }
         }

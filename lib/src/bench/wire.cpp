@@ -72,9 +72,15 @@ std::string upgrade_request(endpoint const& ep, std::string_view target, std::st
 
 namespace {
 
-parse_result malformed(std::string why) { return {parse_result::state::malformed, std::move(why)}; }
-parse_result incomplete() { return {}; }
-parse_result complete() { return {parse_result::state::complete, {}}; }
+parse_result malformed(std::string why) {
+    return {parse_result::state::malformed, std::move(why)};
+}
+parse_result incomplete() {
+    return {};
+}
+parse_result complete() {
+    return {parse_result::state::complete, {}};
+}
 
 // Shown in an error message: at most 40 bytes of what the server sent, without control characters.
 std::string quoted(std::string_view text) {
@@ -91,8 +97,8 @@ parse_result parse_content_length(std::string_view value, std::int64_t& out) {
     if (value.empty() || ec != std::errc{} || p != value.data() + value.size())
         return malformed(fmt::format("Content-Length {} is not a number that fits in 64 bits", quoted(value)));
     if (n > max_body_length)
-        return malformed(fmt::format("Content-Length {} is over the {}-byte limit of a response body", n,
-                                     max_body_length));
+        return malformed(
+            fmt::format("Content-Length {} is over the {}-byte limit of a response body", n, max_body_length));
     if (out >= 0 && static_cast<std::uint64_t>(out) != n)
         return malformed(fmt::format("two different Content-Length values ({} and {})", out, n));
     out = static_cast<std::int64_t>(n);
@@ -116,7 +122,9 @@ parse_result parse_response_head(std::string_view data, response_head& head) {
     std::string_view const status_line = block.substr(0, eol);
     block.remove_prefix(eol + 2);
     // HTTP/1.1 101 Switching Protocols
-    auto const bad_status = [&] { return malformed(fmt::format("the status line {} is not HTTP", quoted(status_line))); };
+    auto const bad_status = [&] {
+        return malformed(fmt::format("the status line {} is not HTTP", quoted(status_line)));
+    };
     if (status_line.size() < 12 || status_line.substr(0, 5) != "HTTP/") return bad_status();
     auto const sp = status_line.find(' ');
     if (sp == std::string_view::npos || sp + 4 > status_line.size()) return bad_status();
@@ -130,12 +138,16 @@ parse_result parse_response_head(std::string_view data, response_head& head) {
         std::string_view const line = block.substr(0, line_end);
         block.remove_prefix(line_end + 2);
         auto const colon = line.find(':');
-        if (colon == std::string_view::npos) return malformed(fmt::format("the header line {} has no ':'", quoted(line)));
+        if (colon == std::string_view::npos)
+            return malformed(fmt::format("the header line {} has no ':'", quoted(line)));
         std::string_view const name = line.substr(0, colon);
         std::string_view const value = trim(line.substr(colon + 1));
-        if (iequals(name, "sec-websocket-accept")) head.accept = std::string(value);
-        else if (iequals(name, "upgrade")) head.upgrade = std::string(value);
-        else if (iequals(name, "connection")) head.connection = std::string(value);
+        if (iequals(name, "sec-websocket-accept"))
+            head.accept = std::string(value);
+        else if (iequals(name, "upgrade"))
+            head.upgrade = std::string(value);
+        else if (iequals(name, "connection"))
+            head.connection = std::string(value);
         else if (iequals(name, "content-length")) {
             if (auto r = parse_content_length(value, head.content_length); !r.complete()) return r;
         } else if (iequals(name, "transfer-encoding")) {
@@ -157,7 +169,8 @@ parse_result chunked_body_length(std::string_view data, std::size_t& length) {
                 return malformed(fmt::format("a chunk-size line over {} bytes", max_chunk_line));
             return incomplete();
         }
-        if (eol - pos > max_chunk_line) return malformed(fmt::format("a chunk-size line over {} bytes", max_chunk_line));
+        if (eol - pos > max_chunk_line)
+            return malformed(fmt::format("a chunk-size line over {} bytes", max_chunk_line));
         std::string_view const line = data.substr(pos, eol - pos);
         std::string_view size_text = line;
         if (auto const semi = size_text.find(';'); semi != std::string_view::npos)
@@ -168,8 +181,8 @@ parse_result chunked_body_length(std::string_view data, std::size_t& length) {
         if (size_text.empty() || ec != std::errc{} || p != size_text.data() + size_text.size())
             return malformed(fmt::format("the chunk size {} is not a hex number that fits in 64 bits", quoted(line)));
         if (n > max_body_length - body)
-            return malformed(fmt::format("a chunk of {} bytes takes the body over its {}-byte limit", n,
-                                         max_body_length));
+            return malformed(
+                fmt::format("a chunk of {} bytes takes the body over its {}-byte limit", n, max_body_length));
         pos = eol + 2;
         if (n == 0) {
             // Trailers (none expected) end with an empty line.

@@ -28,7 +28,6 @@ result<nlohmann::json> parse_json_data(std::string const& text) {
     return j;
 }
 
-
 namespace detail {
 
 result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(tls_options const& tls) {

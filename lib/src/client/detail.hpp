@@ -88,8 +88,7 @@ public:
 
 // tls_ctx must be non-null for wss and outlive the connection.
 std::shared_ptr<ws_client> make_ws_connection(boost::asio::io_context& ioc, boost::asio::ssl::context* tls_ctx,
-                                                  url_parts const& url, ws_connect_options const& opts,
-                                                  ws_events events);
+                                              url_parts const& url, ws_connect_options const& opts, ws_events events);
 
 // ws(s):// branch of run_send (client_ws.cpp).
 client_result run_ws_send(send_options const& opts, url_parts const& url);

@@ -363,9 +363,8 @@ private:
 
 }  // namespace
 
-std::shared_ptr<ws_client> make_ws_connection(asio::io_context& ioc, asio::ssl::context* tls_ctx,
-                                                  url_parts const& url, ws_connect_options const& opts,
-                                                  ws_events events) {
+std::shared_ptr<ws_client> make_ws_connection(asio::io_context& ioc, asio::ssl::context* tls_ctx, url_parts const& url,
+                                              ws_connect_options const& opts, ws_events events) {
     if (url.tls) return std::make_shared<ws_conn<true>>(ioc, url, opts, std::move(events), ioc, *tls_ctx);
     return std::make_shared<ws_conn<false>>(ioc, url, opts, std::move(events), ioc);
 }

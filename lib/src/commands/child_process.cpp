@@ -70,7 +70,7 @@ std::string describe_status(int status) {
 }
 
 result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executor executor, child_options options,
-                                                           child_callbacks callbacks) {
+                                                            child_callbacks callbacks) {
     // A child that exits while we write to its stdin must give EPIPE, not kill the server.
     static std::once_flag ignore_sigpipe;
     std::call_once(ignore_sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
@@ -79,7 +79,8 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
         int saved = errno;
         close_fd(in.read), close_fd(in.write), close_fd(out.read), close_fd(out.write);
         close_fd(err.read), close_fd(err.write);
-        return make_error(errc::io, fmt::format("cannot start '{}': {}: {}", options.command, what, std::strerror(saved)));
+        return make_error(errc::io,
+                          fmt::format("cannot start '{}': {}: {}", options.command, what, std::strerror(saved)));
     };
     int fds[2];
     if (options.feed_stdin) {
@@ -98,11 +99,15 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
 
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    if (in.read >= 0) posix_spawn_file_actions_adddup2(&actions, in.read, STDIN_FILENO);
-    else posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    if (in.read >= 0)
+        posix_spawn_file_actions_adddup2(&actions, in.read, STDIN_FILENO);
+    else
+        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     if (err.write >= 0) posix_spawn_file_actions_adddup2(&actions, err.write, STDERR_FILENO);
-    if (out.write >= 0) posix_spawn_file_actions_adddup2(&actions, out.write, STDOUT_FILENO);
-    else posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);  // the new stderr
+    if (out.write >= 0)
+        posix_spawn_file_actions_adddup2(&actions, out.write, STDOUT_FILENO);
+    else
+        posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);  // the new stderr
     // The server's sockets must not live on in a child: a client's connection would outlast its close.
     posix_spawn_file_actions_addclosefrom_np(&actions, 3);
 
@@ -141,8 +146,10 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
     auto self = std::make_shared<child_process>(executor, std::move(options), std::move(callbacks), pid, in.write,
                                                 out.read, err.read);
     if (self->stderr_.is_open()) self->do_read_stderr();
-    if (self->stdout_.is_open()) self->do_read();
-    else self->poll_exit();
+    if (self->stdout_.is_open())
+        self->do_read();
+    else
+        self->poll_exit();
     return self;
 }
 
@@ -230,10 +237,9 @@ void child_process::terminate() {
 }
 
 void child_process::do_read() {
-    asio::async_read_until(stdout_, read_buffer_, '\n',
-                           [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-                               self->on_read(ec, n);
-                           });
+    asio::async_read_until(
+        stdout_, read_buffer_, '\n',
+        [self = shared_from_this()](boost::system::error_code ec, std::size_t n) { self->on_read(ec, n); });
 }
 
 void child_process::on_read(boost::system::error_code ec, std::size_t n) {

@@ -31,10 +31,10 @@ enum class child_stdout {
 };
 
 struct child_options {
-    std::string command;      // run as /bin/sh -c COMMAND
-    environment env = {};     // added to (or replacing in) our environment
+    std::string command;   // run as /bin/sh -c COMMAND
+    environment env = {};  // added to (or replacing in) our environment
     child_stdout output = child_stdout::lines;
-    bool feed_stdin = true;   // a pipe to the child's stdin; otherwise /dev/null
+    bool feed_stdin = true;  // a pipe to the child's stdin; otherwise /dev/null
     // Bytes queued for the child's stdin before further lines are dropped (and counted): a child
     // that stops reading must never grow the server's memory or block it.
     std::size_t max_stdin_queue = 1024 * 1024;
@@ -60,7 +60,7 @@ struct child_callbacks {
 class child_process : public std::enable_shared_from_this<child_process> {
 public:
     static result<std::shared_ptr<child_process>> start(boost::asio::any_io_executor executor, child_options options,
-                                                       child_callbacks callbacks);
+                                                        child_callbacks callbacks);
 
     // Queues `line` plus a newline for the child's stdin. False when it was dropped: the queue is
     // full, stdin is closed, or the child has exited.

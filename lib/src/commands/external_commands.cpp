@@ -70,7 +70,6 @@ result<target> target_of(json const& obj) {
 
 }  // namespace
 
-
 }  // namespace wsig::detail
 
 namespace wsig {
@@ -89,7 +88,8 @@ result<schedule_spec> parse_schedule(std::string_view spec) {
     if (c2 == std::string_view::npos || c2 == c1 + 1 || c2 + 1 >= spec.size())
         return make_error(errc::invalid_argument, fmt::format("--every '{}': expected DURATION:NAME:CMD", spec));
     auto period = parse_duration(spec.substr(0, c1));
-    if (!period) return make_error(errc::invalid_argument, fmt::format("--every '{}': {}", spec, period.error().message));
+    if (!period)
+        return make_error(errc::invalid_argument, fmt::format("--every '{}': {}", spec, period.error().message));
     if (period->count() < 10)
         return make_error(errc::invalid_argument, fmt::format("--every '{}': the period must be at least 10ms", spec));
     return schedule_spec{*period, std::string(spec.substr(c1 + 1, c2 - c1 - 1)), std::string(spec.substr(c2 + 1))};
@@ -114,7 +114,7 @@ struct external_commands::route_runner {
 };
 
 external_commands::external_commands(asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
-                                   command_options options, command_logger log)
+                                     command_options options, command_logger log)
     : strand_(asio::make_strand(executor)),
       registry_(reg),
       levels_(levels),
@@ -189,10 +189,10 @@ void external_commands::start_route(std::size_t index) {
     auto child = child_process::start(
         strand_,
         {.command = r.spec.command, .max_stdin_queue = options_.max_queue, .max_line = options_.max_output_line},
-        {.on_line = [weak, index](std::string line,
-                                  bool truncated) {
-             if (auto self = weak.lock()) self->on_action(index, line, truncated);
-         },
+        {.on_line =
+             [weak, index](std::string line, bool truncated) {
+                 if (auto self = weak.lock()) self->on_action(index, line, truncated);
+             },
          .on_exit =
              [weak, index](int status, std::string) {
                  auto self = weak.lock();
@@ -203,10 +203,10 @@ void external_commands::start_route(std::size_t index) {
                  if (self->stopped_) return;
                  // Back off only when it keeps crashing; a command that ran a while restarts at once.
                  auto ran = std::chrono::steady_clock::now() - run.started;
-                 run.backoff = ran > std::chrono::seconds(10)
-                                   ? self->options_.restart_min
-                                   : std::min(self->options_.restart_max,
-                                              std::max(self->options_.restart_min, run.backoff * 2));
+                 run.backoff =
+                     ran > std::chrono::seconds(10)
+                         ? self->options_.restart_min
+                         : std::min(self->options_.restart_max, std::max(self->options_.restart_min, run.backoff * 2));
                  self->restarts_++;
                  self->log(command_log::error,
                            fmt::format("signal route {}: command {}; restarting in {}", run.spec.path,
@@ -231,8 +231,8 @@ void external_commands::start_route(std::size_t index) {
     }
     r.child = *child;
     ++running_;
-    log(command_log::info, fmt::format("signal route {}: started '{}' (pid {})", r.spec.path, r.spec.command,
-                                       r.child->pid()));
+    log(command_log::info,
+        fmt::format("signal route {}: started '{}' (pid {})", r.spec.path, r.spec.command, r.child->pid()));
 }
 
 void external_commands::on_message(connection_ptr const& sender, std::string_view socket_path, envelope env) {
@@ -249,8 +249,8 @@ void external_commands::on_message(connection_ptr const& sender, std::string_vie
                     {"clientId", ids_json(env.client_ids)},
                     {"group", ids_json(env.groups)},
                     {"direct", env.direct}}}};
-    asio::post(strand_, [self = shared_from_this(), weak = std::weak_ptr<connection>(sender), path = std::string(socket_path),
-                         event = std::move(event)]() mutable {
+    asio::post(strand_, [self = shared_from_this(), weak = std::weak_ptr<connection>(sender),
+                         path = std::string(socket_path), event = std::move(event)]() mutable {
         std::shared_ptr<route_runner> run;
         for (auto const& r : self->routes_)
             if (r->spec.path == path) run = r;
@@ -340,8 +340,8 @@ void external_commands::on_action(std::size_t index, std::string const& line, bo
         auto sender = run.senders.find(id);
         auto conn = sender == run.senders.end() ? nullptr : sender->second.lock();
         if (!conn) {
-            log(command_log::debug, fmt::format("signal route {}: reply to event {} dropped: its sender is gone",
-                                                run.spec.path, id));
+            log(command_log::debug,
+                fmt::format("signal route {}: reply to event {} dropped: its sender is gone", run.spec.path, id));
         } else {
             conn->send(frame_for(reply->payload));
         }
@@ -359,7 +359,7 @@ void external_commands::on_disconnect(connection_info const& info, std::uint16_t
 }
 
 void external_commands::run_hook(std::string const& command, connection_info const& info, std::string_view type,
-                                std::uint16_t code, std::string_view reason) {
+                                 std::uint16_t code, std::string_view reason) {
     json event = {{"type", type}, {"name", info.name}, {"ts", rfc3339_now()}, {"connection", connection_json(info)}};
     environment env = {{"WSIG_EVENT", std::string(type)},
                        {"WSIG_NAME", info.name},
@@ -402,17 +402,18 @@ void external_commands::launch_hooks() {
         auto weak = weak_from_this();
         auto child = child_process::start(
             strand_, {.command = hook.command, .env = std::move(hook.env), .output = child_stdout::to_stderr},
-            {.on_exit = [weak, state, command = hook.command](int status, std::string) {
-                 state->timeout->cancel();
-                 auto self = weak.lock();
-                 if (!self) return;
-                 std::erase(self->hook_children_, state->child.lock());
-                 --self->running_hooks_;
-                 --self->running_;
-                 if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
-                     self->log(command_log::warning, fmt::format("hook '{}' {}", command, describe_status(status)));
-                 self->launch_hooks();
-             },
+            {.on_exit =
+                 [weak, state, command = hook.command](int status, std::string) {
+                     state->timeout->cancel();
+                     auto self = weak.lock();
+                     if (!self) return;
+                     std::erase(self->hook_children_, state->child.lock());
+                     --self->running_hooks_;
+                     --self->running_;
+                     if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+                         self->log(command_log::warning, fmt::format("hook '{}' {}", command, describe_status(status)));
+                     self->launch_hooks();
+                 },
              .on_stderr_line = output_to_log(log_, fmt::format("hook '{}'", hook.command))});
         if (!child) {
             log(command_log::error, fmt::format("hook: {}", child.error().message));
@@ -428,9 +429,8 @@ void external_commands::launch_hooks() {
             auto running = state->child.lock();
             if (ec || !running) return;
             if (auto self = weak.lock())
-                self->log(command_log::warning,
-                          fmt::format("hook '{}' still running after {}: ending it", command,
-                                      format_duration(self->options_.hook_timeout)));
+                self->log(command_log::warning, fmt::format("hook '{}' still running after {}: ending it", command,
+                                                            format_duration(self->options_.hook_timeout)));
             running->terminate();
         });
     }
@@ -457,32 +457,35 @@ void external_commands::run_schedule(std::size_t index) {
     auto weak = weak_from_this();
     auto child = child_process::start(
         strand_,
-        {.command = spec.command, .output = child_stdout::whole, .feed_stdin = false,
+        {.command = spec.command,
+         .output = child_stdout::whole,
+         .feed_stdin = false,
          .max_line = options_.max_output_line},
-        {.on_exit = [weak, index](int status, std::string output) {
-            auto self = weak.lock();
-            if (!self) return;
-            self->schedule_children_[index].reset();
-            --self->running_;
-            auto const& s = self->options_.schedules[index];
-            if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-                self->log(command_log::warning, fmt::format("every {} for {}: '{}' {}; nothing sent",
-                                                            format_duration(s.period), s.name, s.command,
-                                                            describe_status(status)));
-                return;
-            }
-            if (output.ends_with('\n')) output.pop_back();
-            if (output.empty()) return;  // as Pode: an empty message is not sent
-            auto recipients = self->registry_.select({.names = {s.name}}, {.levels = &self->levels_});
-            if (!recipients) {
-                self->log(command_log::warning, fmt::format("every {}: {}", format_duration(s.period),
-                                                            recipients.error().message));
-                return;
-            }
-            auto message = frame_for(output);
-            for (auto const& c : *recipients) c->send(message);
-        },
-        .on_stderr_line = output_to_log(log_, fmt::format("every {}", format_duration(spec.period)))});
+        {.on_exit =
+             [weak, index](int status, std::string output) {
+                 auto self = weak.lock();
+                 if (!self) return;
+                 self->schedule_children_[index].reset();
+                 --self->running_;
+                 auto const& s = self->options_.schedules[index];
+                 if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+                     self->log(command_log::warning,
+                               fmt::format("every {} for {}: '{}' {}; nothing sent", format_duration(s.period), s.name,
+                                           s.command, describe_status(status)));
+                     return;
+                 }
+                 if (output.ends_with('\n')) output.pop_back();
+                 if (output.empty()) return;  // as Pode: an empty message is not sent
+                 auto recipients = self->registry_.select({.names = {s.name}}, {.levels = &self->levels_});
+                 if (!recipients) {
+                     self->log(command_log::warning,
+                               fmt::format("every {}: {}", format_duration(s.period), recipients.error().message));
+                     return;
+                 }
+                 auto message = frame_for(output);
+                 for (auto const& c : *recipients) c->send(message);
+             },
+         .on_stderr_line = output_to_log(log_, fmt::format("every {}", format_duration(spec.period)))});
     if (!child) {
         log(command_log::error, fmt::format("every {}: {}", format_duration(spec.period), child.error().message));
         return;
@@ -495,10 +498,9 @@ local_process::local_process(asio::any_io_executor executor, std::weak_ptr<conne
     : strand_(asio::make_strand(executor)), conn_(std::move(conn)), log_(std::move(log)) {}
 
 result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executor executor, std::string command,
-                                                            std::weak_ptr<connection> conn,
-                                                            connection_info const& info, std::size_t max_queue,
-                                                            std::size_t max_line, command_logger log,
-                                                            std::shared_ptr<void> slot) {
+                                                            std::weak_ptr<connection> conn, connection_info const& info,
+                                                            std::size_t max_queue, std::size_t max_line,
+                                                            command_logger log, std::shared_ptr<void> slot) {
     auto self = std::make_shared<local_process>(executor, conn, log);
     environment env = {{"WSIG_EVENT", "local"},
                        {"WSIG_NAME", info.name},
@@ -508,12 +510,12 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
     std::weak_ptr<local_process> weak = self;
     auto child = child_process::start(
         self->strand_, {.command = command, .env = std::move(env), .max_stdin_queue = max_queue, .max_line = max_line},
-        {.on_line = [weak](std::string line,
-                           bool) {
-             auto s = weak.lock();
-             if (!s) return;
-             if (auto c = s->conn_.lock()) c->send(frame_for(line));
-         },
+        {.on_line =
+             [weak](std::string line, bool) {
+                 auto s = weak.lock();
+                 if (!s) return;
+                 if (auto c = s->conn_.lock()) c->send(frame_for(line));
+             },
          .on_exit =
              [weak, command, slot = std::move(slot)](int status, std::string) mutable {
                  slot.reset();  // reaped: its --max-processes slot is free (also when the start fails)
@@ -521,8 +523,8 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
                  if (!s) return;
                  if (!s->gone_) {
                      if (s->log_)
-                         s->log_(command_log::debug, fmt::format("local route '{}' {}: closing its connection",
-                                                                 command, describe_status(status)));
+                         s->log_(command_log::debug, fmt::format("local route '{}' {}: closing its connection", command,
+                                                                 describe_status(status)));
                      if (auto c = s->conn_.lock()) c->close(1000, "handler exited");
                  }
                  s->child_.reset();

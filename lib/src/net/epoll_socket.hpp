@@ -72,7 +72,7 @@ class epoll_socket {
         int fd;
         std::uint64_t key = 0;
         std::array<bool, 2> ready{true, true};  // may have data / room: try the syscall first
-        bool hung_up = false;  // the peer's FIN (or an error) was seen: no edge will follow it
+        bool hung_up = false;                   // the peer's FIN (or an error) was seen: no edge will follow it
         std::array<handler, 2> waiting;         // parked until the next edge
         std::array<std::vector<iovec>, 2> iov;
         std::array<std::size_t, 2> total{0, 0};

@@ -32,7 +32,9 @@ event_loop::event_loop() : ioc_(1), work_(ioc_.get_executor()) {
     wait_ = std::make_unique<watch_wait>(ioc_, epfd_.fd);
 }
 
-event_loop::~event_loop() { wait_.reset(); }
+event_loop::~event_loop() {
+    wait_.reset();
+}
 
 std::uint64_t event_loop::watch(int fd, std::weak_ptr<io_watch> w, boost::system::error_code& ec) {
     std::uint32_t index;

@@ -77,6 +77,8 @@ constexpr char const page[] = R"~~(<!DOCTYPE html>
 
 }  // namespace
 
-std::string_view demo_page() noexcept { return {page, sizeof page - 1}; }
+std::string_view demo_page() noexcept {
+    return {page, sizeof page - 1};
+}
 
 }  // namespace wsig

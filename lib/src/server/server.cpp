@@ -4,10 +4,10 @@
 #include "net/tls_context.hpp"
 #include "server/acceptor.hpp"
 #include "server/requests.hpp"
-#include "util/text.hpp"
-#include "util/utf8.hpp"
 #include "server/state.hpp"
 #include "util/file_io.hpp"
+#include "util/text.hpp"
+#include "util/utf8.hpp"
 
 #include <wsig/envelope.hpp>
 #include <wsig/exit_code.hpp>
@@ -43,9 +43,9 @@ using json = nlohmann::json;
 
 bool logger::enabled(severity s) const noexcept {
     switch (level_) {
-    case log_level::quiet: return s >= severity::warning;
-    case log_level::info: return s >= severity::info;
-    case log_level::debug: return true;
+        case log_level::quiet: return s >= severity::warning;
+        case log_level::info: return s >= severity::info;
+        case log_level::debug: return true;
     }
     return true;
 }
@@ -101,8 +101,10 @@ std::string escape_invisible_in_json(std::string_view dumped) {
         std::uint32_t cp = 0;
         auto n = utf8_sequence(dumped, cp);
         if (n == 0) n = 1;  // dump() replaced invalid UTF-8 already; keep the byte if not
-        if (n > 1 && invisible_control(cp)) out += fmt::format("\\u{:04x}", cp);
-        else out.append(dumped.substr(0, n));
+        if (n > 1 && invisible_control(cp))
+            out += fmt::format("\\u{:04x}", cp);
+        else
+            out.append(dumped.substr(0, n));
         dumped.remove_prefix(n);
     }
     return out;
@@ -216,8 +218,10 @@ void server_state::enforce_budget() {
     std::vector<std::pair<std::size_t, std::shared_ptr<live_session>>> candidates;
     for (auto& s : live_sessions()) {
         auto h = s->held();
-        if (h.releasing) staying -= std::min<std::uint64_t>(staying, h.bytes);
-        else if (h.bytes > 0) candidates.emplace_back(h.bytes, std::move(s));
+        if (h.releasing)
+            staying -= std::min<std::uint64_t>(staying, h.bytes);
+        else if (h.bytes > 0)
+            candidates.emplace_back(h.bytes, std::move(s));
     }
     std::sort(candidates.begin(), candidates.end(), [](auto const& a, auto const& b) { return a.first > b.first; });
     for (auto const& [bytes, s] : candidates) {
@@ -234,7 +238,8 @@ void server_state::enforce_budget() {
 
 std::string peer_ip(tcp::endpoint const& ep) {
     auto a = ep.address();
-    if (a.is_v6() && a.to_v6().is_v4_mapped()) return net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6()).to_string();
+    if (a.is_v6() && a.to_v6().is_v4_mapped())
+        return net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6()).to_string();
     return a.to_string();
 }
 
@@ -305,10 +310,10 @@ bool glob_match(std::string_view pattern, std::string_view text) {
 
 severity to_severity(command_log level) noexcept {
     switch (level) {
-    case command_log::debug: return severity::debug;
-    case command_log::info: return severity::info;
-    case command_log::warning: return severity::warning;
-    case command_log::error: return severity::error;
+        case command_log::debug: return severity::debug;
+        case command_log::info: return severity::info;
+        case command_log::warning: return severity::warning;
+        case command_log::error: return severity::error;
     }
     return severity::error;
 }
@@ -380,13 +385,15 @@ int run_server(server_options options) {
         for (auto& l : loops) l->stop();
     };
     if (!o.signal_routes.empty() || !o.on_connect.empty() || !o.on_disconnect.empty() || !o.schedules.empty()) {
-        st.commands = std::make_shared<external_commands>(
-            ioc.get_executor(), st.reg, o.levels,
-            command_options{.signal_routes = o.signal_routes, .on_connect = o.on_connect,
-                            .on_disconnect = o.on_disconnect, .schedules = o.schedules,
-                            .max_queue = o.send_queue, .max_output_line = o.max_message_size,
-                            .max_json_depth = o.max_json_depth},
-            command_logger_for(st));
+        st.commands = std::make_shared<external_commands>(ioc.get_executor(), st.reg, o.levels,
+                                                          command_options{.signal_routes = o.signal_routes,
+                                                                          .on_connect = o.on_connect,
+                                                                          .on_disconnect = o.on_disconnect,
+                                                                          .schedules = o.schedules,
+                                                                          .max_queue = o.send_queue,
+                                                                          .max_output_line = o.max_message_size,
+                                                                          .max_json_depth = o.max_json_depth},
+                                                          command_logger_for(st));
         st.router.attach(st.commands.get());
         st.commands->start();
     }
@@ -459,7 +466,8 @@ int run_server(server_options options) {
             std::fflush(stderr);
             std::_Exit(0);
         }
-        st.log.log(severity::info, fmt::format("signal {}: stopping; closing {} connection(s)", sig, st.ws_count.load()));
+        st.log.log(severity::info,
+                   fmt::format("signal {}: stopping; closing {} connection(s)", sig, st.ws_count.load()));
         lis.stop();
         for (auto const& s : st.live_sessions()) s->close(1001, "server shutting down");
         deadline = std::chrono::steady_clock::now() + o.shutdown_timeout;
@@ -477,7 +485,7 @@ int run_server(server_options options) {
     // The loop is stopped: break the cycles a parked write or read holds before everything goes.
     for (auto const& s : st.live_sessions()) s->release_parked();
     st.reg.drop_cached_lists();  // sessions it alone still holds go now, while their loops exist
-    st.commands.reset();  // children still running are ended and reaped before the io_context goes
+    st.commands.reset();         // children still running are ended and reaped before the io_context goes
     st.log.log(severity::info, "stopped");
     return to_int(exit_code::ok);
 }

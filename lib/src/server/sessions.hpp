@@ -13,9 +13,9 @@
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream_base.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -48,9 +48,9 @@ using error_code = boost::system::error_code;
 
 // Quiet on the ways a connection is expected to end.
 inline bool expected_ending(error_code const& ec) {
-    return ec == net::error::operation_aborted || ec == websocket::error::closed || ec == beast::http::error::end_of_stream ||
-           ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe ||
-           ec == net::ssl::error::stream_truncated || ec == beast::error::timeout ||
+    return ec == net::error::operation_aborted || ec == websocket::error::closed ||
+           ec == beast::http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
+           ec == net::error::broken_pipe || ec == net::ssl::error::stream_truncated || ec == beast::error::timeout ||
            ec == net::error::not_connected || ec == net::error::bad_descriptor;
 }
 
@@ -70,15 +70,21 @@ inline epoll_socket to_ws_transport(event_loop& loop, plain_stream&& s) {
     return epoll_socket(loop, ec ? -1 : fd, ec);
 }
 template <class Tls>
-Tls&& to_ws_transport(event_loop&, Tls&& s) { return std::move(s); }
+Tls&& to_ws_transport(event_loop&, Tls&& s) {
+    return std::move(s);
+}
 template <class Stream>
 using ws_transport_t =
     std::remove_cvref_t<decltype(to_ws_transport(std::declval<event_loop&>(), std::declval<Stream>()))>;
 
 // The TCP socket under a transport.
-inline epoll_socket& tcp_socket(epoll_socket& s) noexcept { return s; }
+inline epoll_socket& tcp_socket(epoll_socket& s) noexcept {
+    return s;
+}
 template <class Stream>
-auto& tcp_socket(Stream& s) noexcept { return beast::get_lowest_layer(s).socket(); }
+auto& tcp_socket(Stream& s) noexcept {
+    return beast::get_lowest_layer(s).socket();
+}
 
 // Where a WebSocket session is in its life. Only on the session's loop; other threads see only
 // `closing_` (sends refused), set when a close is asked for and at the end.
@@ -121,7 +127,11 @@ class ws_session final : public live_session,
                          public std::enable_shared_from_this<ws_session<Stream>> {
 public:
     ws_session(server_state& st, event_loop& loop, Stream&& stream, std::string leftover, upgrade_plan plan)
-        : st_(st), loop_(loop), ws_(std::move(stream)), kind_(plan.kind), info_(std::move(plan.info)),
+        : st_(st),
+          loop_(loop),
+          ws_(std::move(stream)),
+          kind_(plan.kind),
+          info_(std::move(plan.info)),
           ping_timer_(ws_.get_executor()) {
         exec_ = std::move(plan.exec);
         process_slot_ = std::move(plan.process_slot);
@@ -144,12 +154,11 @@ public:
             if (auto old = st_.reg.add(this->shared_from_this())) old->close(1000, "replaced");
         }
         websocket::stream_base::timeout t{};
-        t.handshake_timeout = std::chrono::seconds(10);  // bounds both the 101 write and a close handshake
+        t.handshake_timeout = std::chrono::seconds(10);   // bounds both the 101 write and a close handshake
         t.idle_timeout = websocket::stream_base::none();  // our own ping timer finds dead peers
         t.keep_alive_pings = false;
         ws_.set_option(t);
-        ws_.read_message_max(kind_ == session_kind::echo ? st_.opts.echo_max_message_size
-                                                         : st_.opts.max_message_size);
+        ws_.read_message_max(kind_ == session_kind::echo ? st_.opts.echo_max_message_size : st_.opts.max_message_size);
         ws_.auto_fragment(false);
         auto info = info_;
         ws_.set_option(websocket::stream_base::decorator(
@@ -227,8 +236,9 @@ public:
             std::lock_guard lock(mutex_);
             closing_ = true;
         }
-        net::post(ws_.get_executor(),
-                  [self = this->shared_from_this(), code, r = std::move(reason)]() mutable { self->do_close(code, std::move(r)); });
+        net::post(ws_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)]() mutable {
+            self->do_close(code, std::move(r));
+        });
     }
 
     void abort() override {
@@ -332,8 +342,10 @@ private:
             std::lock_guard lock(mutex_);
             before = std::exchange(receiving_bytes_, bytes);
         }
-        if (bytes > before) st_.hold(bytes - before);
-        else if (before > bytes) st_.release(before - bytes);
+        if (bytes > before)
+            st_.hold(bytes - before);
+        else if (before > bytes)
+            st_.release(before - bytes);
     }
 
     void fail(error_code ec, char const* stage) {
@@ -353,23 +365,22 @@ private:
         }
         enter(ws_state::open);
         req_ = {};
-        st_.log.log(severity::debug, fmt::format("connected {} name={} group={} clientId={}", info_.remote,
-                                                 log_value(info_.name), log_value(info_.group),
-                                                 redact_id(info_.client_id)));
+        st_.log.log(severity::debug,
+                    fmt::format("connected {} name={} group={} clientId={}", info_.remote, log_value(info_.name),
+                                log_value(info_.group), redact_id(info_.client_id)));
         if (kind_ != session_kind::echo && st_.commands) st_.commands->on_connect(info_);
         if (!exec_.empty()) {
             // A local route: this connection's own process; its exit closes the socket.
             // What it logs (a dropped message, its stderr lines: both may echo the client) counts
             // against this connection's limit; once the session is gone, the server's log takes it.
-            command_logger log = [weak = this->weak_from_this(), plain = command_logger_for(st_)](
-                                     command_log level, std::string message) {
+            command_logger log = [weak = this->weak_from_this(), plain = command_logger_for(st_)](command_log level,
+                                                                                                  std::string message) {
                 auto self = weak.lock();
                 if (!self) return plain(level, std::move(message));
                 self->warnings_.log(self->st_.log, to_severity(level), self->info_.remote, message);
             };
-            auto p = local_process::start(ws_.get_executor(), exec_, this->weak_from_this(), info_,
-                                          st_.opts.send_queue, st_.opts.max_message_size, std::move(log),
-                                          std::move(process_slot_));
+            auto p = local_process::start(ws_.get_executor(), exec_, this->weak_from_this(), info_, st_.opts.send_queue,
+                                          st_.opts.max_message_size, std::move(log), std::move(process_slot_));
             if (!p) {
                 st_.log.log(severity::error,
                             fmt::format("local route {}: {}", log_value(info_.path), p.error().message));
@@ -400,10 +411,14 @@ private:
         if (ec) {
             set_receiving(0);
             unsigned code = 1006;
-            if (ec == websocket::error::closed) code = ws_.reason().code;
-            else if (ec == websocket::error::message_too_big) code = 1009;
-            else if (ec == websocket::error::bad_frame_payload) code = 1007;
-            else if (ec.category() == websocket::make_error_code(websocket::error::bad_opcode).category()) code = 1002;
+            if (ec == websocket::error::closed)
+                code = ws_.reason().code;
+            else if (ec == websocket::error::message_too_big)
+                code = 1009;
+            else if (ec == websocket::error::bad_frame_payload)
+                code = 1007;
+            else if (ec.category() == websocket::make_error_code(websocket::error::bad_opcode).category())
+                code = 1002;
             else if (requested_close_ && requested_close_->code)
                 code = requested_close_->code;
             fail(ec, "read");
@@ -585,8 +600,8 @@ private:
         missed_ = activity_ ? 0 : missed_ + 1;
         activity_ = false;
         if (missed_ >= 2) {
-            st_.log.log(severity::info, fmt::format("closing {} ({}): missed two pongs", info_.remote,
-                                                    redact_id(info_.client_id)));
+            st_.log.log(severity::info,
+                        fmt::format("closing {} ({}): missed two pongs", info_.remote, redact_id(info_.client_id)));
             error_code ignored;
             sock().close(ignored);
             return;
@@ -624,9 +639,9 @@ private:
     // Only on the session's loop.
     ws_state state_ = ws_state::handshaking;
     std::optional<websocket::close_reason> requested_close_;  // the close do_close asked for, if any
-    std::string exec_;                      // a local route's command
+    std::string exec_;                                        // a local route's command
     std::shared_ptr<void> process_slot_;    // its --max-processes slot, handed to the process at start
-    log_limiter warnings_;  // this connection's per-message warnings (warn) and its process's lines
+    log_limiter warnings_;                  // this connection's per-message warnings (warn) and its process's lines
     std::shared_ptr<local_process> local_;  // its process, while the connection lives
     bool ping_in_flight_ = false;           // Beast allows one ping or close at a time
     bool activity_ = false;                 // a frame arrived since the last ping tick
@@ -724,7 +739,7 @@ private:
         if (st_.stopping) return do_shutdown();
         parser_.emplace();
         parser_->body_limit(st_.opts.max_body_size);
-        parser_->header_limit(16 * 1024);  // 16 KiB of headers is plenty; bounded memory
+        parser_->header_limit(16 * 1024);                  // 16 KiB of headers is plenty; bounded memory
         lowest().expires_after(std::chrono::seconds(30));  // idle keep-alive and slow-loris bound
         beast::http::async_read(stream_, buffer_, *parser_,
                                 beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
@@ -793,8 +808,9 @@ private:
 
     void do_write_file() {
         lowest().expires_after(std::chrono::seconds(30));
-        beast::http::async_write_some(stream_, file_res_->serializer,
-                                      beast::bind_front_handler(&http_session::on_write_file, this->shared_from_this()));
+        beast::http::async_write_some(
+            stream_, file_res_->serializer,
+            beast::bind_front_handler(&http_session::on_write_file, this->shared_from_this()));
     }
 
     void on_write_file(error_code ec, std::size_t) {

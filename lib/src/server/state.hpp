@@ -88,8 +88,8 @@ private:
     std::chrono::milliseconds const window_;
     std::mutex mutex_;
     std::chrono::steady_clock::time_point window_start_{};
-    unsigned lines_ = 0;              // written in this window
-    std::uint64_t suppressed_ = 0;    // not written since the last summary
+    unsigned lines_ = 0;            // written in this window
+    std::uint64_t suppressed_ = 0;  // not written since the last summary
 };
 
 // Why a message meant for a client was not written (wsig_send_dropped_total{cause=...}).

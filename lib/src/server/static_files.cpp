@@ -36,7 +36,9 @@ bool inside(fs::path const& root, fs::path const& p) {
     return true;
 }
 
-bool is_dot_name(std::string_view segment) { return !segment.empty() && segment.front() == '.'; }
+bool is_dot_name(std::string_view segment) {
+    return !segment.empty() && segment.front() == '.';
+}
 
 // True when a path below root (canonical, inside it) has a segment starting with '.'.
 bool has_dot_segment_below(fs::path const& root, fs::path const& p) {
@@ -55,7 +57,7 @@ std::optional<std::uint64_t> parse_position(std::string_view digits) {
         if (c < '0' || c > '9') return std::nullopt;
         auto d = static_cast<std::uint64_t>(c - '0');
         v = v > (std::numeric_limits<std::uint64_t>::max() - d) / 10 ? std::numeric_limits<std::uint64_t>::max()
-                                                                      : v * 10 + d;
+                                                                     : v * 10 + d;
     }
     return v;
 }
@@ -66,8 +68,7 @@ enum class range_parse { ignored, unsatisfiable, satisfiable };
 // including several ranges, is ignored: the whole file is sent.
 range_parse parse_range(std::string_view header, std::uint64_t size, std::uint64_t& first, std::uint64_t& last) {
     auto eq = header.find('=');
-    if (eq == std::string_view::npos || !iequals(trim(header.substr(0, eq)), "bytes"))
-        return range_parse::ignored;
+    if (eq == std::string_view::npos || !iequals(trim(header.substr(0, eq)), "bytes")) return range_parse::ignored;
     std::string_view spec;
     int count = 0;
     for_each_list_member(header.substr(eq + 1), [&](std::string_view m) {
@@ -109,17 +110,28 @@ std::string_view opaque_tag(std::string_view tag) {
 
 std::string_view content_type_for(fs::path const& file) {
     static constexpr std::array<std::pair<std::string_view, std::string_view>, 22> types{{
-        {".html", "text/html; charset=utf-8"},   {".htm", "text/html; charset=utf-8"},
-        {".css", "text/css; charset=utf-8"},     {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"}, {".json", "application/json"},
-        {".txt", "text/plain; charset=utf-8"},   {".md", "text/markdown; charset=utf-8"},
-        {".svg", "image/svg+xml"},               {".png", "image/png"},
-        {".jpg", "image/jpeg"},                  {".jpeg", "image/jpeg"},
-        {".gif", "image/gif"},                   {".webp", "image/webp"},
-        {".ico", "image/x-icon"},                {".wasm", "application/wasm"},
-        {".woff", "font/woff"},                  {".woff2", "font/woff2"},
-        {".xml", "application/xml"},             {".pdf", "application/pdf"},
-        {".csv", "text/csv; charset=utf-8"},     {".map", "application/json"},
+        {".html", "text/html; charset=utf-8"},
+        {".htm", "text/html; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".json", "application/json"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".md", "text/markdown; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".jpg", "image/jpeg"},
+        {".jpeg", "image/jpeg"},
+        {".gif", "image/gif"},
+        {".webp", "image/webp"},
+        {".ico", "image/x-icon"},
+        {".wasm", "application/wasm"},
+        {".woff", "font/woff"},
+        {".woff2", "font/woff2"},
+        {".xml", "application/xml"},
+        {".pdf", "application/pdf"},
+        {".csv", "text/csv; charset=utf-8"},
+        {".map", "application/json"},
     }};
     auto const ext = to_lower(file.extension().string());
     for (auto const& [e, t] : types)
@@ -241,7 +253,8 @@ std::optional<std::time_t> parse_http_date(std::string_view text) {
 bool if_none_match_holds(std::string_view if_none_match, std::string_view etag) {
     if (trim(if_none_match) == "*") return true;  // any current representation
     bool held = false;
-    for_each_list_member(if_none_match, [&](std::string_view tag) { held = held || opaque_tag(tag) == opaque_tag(etag); });
+    for_each_list_member(if_none_match,
+                         [&](std::string_view tag) { held = held || opaque_tag(tag) == opaque_tag(etag); });
     return held;
 }
 
@@ -262,9 +275,9 @@ file_answer answer_for(file_conditions const& c, std::uint64_t size, std::string
     }
     std::uint64_t first = 0, last = 0;
     switch (parse_range(*c.range, size, first, last)) {
-    case range_parse::ignored: return whole;
-    case range_parse::unsatisfiable: return {416, 0, 0};
-    case range_parse::satisfiable: break;
+        case range_parse::ignored: return whole;
+        case range_parse::unsatisfiable: return {416, 0, 0};
+        case range_parse::satisfiable: break;
     }
     return {206, first, last - first + 1};
 }

@@ -13,7 +13,7 @@
 namespace wsig::detail {
 
 struct static_file {
-    int status = 200;               // 200, or 403/404 (the body then is a short reason)
+    int status = 200;  // 200, or 403/404 (the body then is a short reason)
     std::filesystem::path path = {};
     std::string content_type = {};
 };

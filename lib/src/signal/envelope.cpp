@@ -96,10 +96,14 @@ std::string make_envelope(nlohmann::json const& message, std::optional<std::stri
     nlohmann::ordered_json env;
     env["message"] = message;
     if (path) env["path"] = *path;
-    if (client_ids.size() == 1) env["clientId"] = client_ids.front();
-    else if (!client_ids.empty()) env["clientId"] = client_ids;
-    if (groups.size() == 1) env["group"] = groups.front();
-    else if (!groups.empty()) env["group"] = groups;
+    if (client_ids.size() == 1)
+        env["clientId"] = client_ids.front();
+    else if (!client_ids.empty())
+        env["clientId"] = client_ids;
+    if (groups.size() == 1)
+        env["group"] = groups.front();
+    else if (!groups.empty())
+        env["group"] = groups;
     if (direct) env["direct"] = true;
     return env.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

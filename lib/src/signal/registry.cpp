@@ -10,7 +10,9 @@
 
 namespace wsig {
 
-std::string_view to_string(scope s) noexcept { return s == scope::local ? "local" : "global"; }
+std::string_view to_string(scope s) noexcept {
+    return s == scope::local ? "local" : "global";
+}
 
 result<scope> parse_scope(std::string_view text) {
     if (iequals(text, "global")) return scope::global;
@@ -183,9 +185,9 @@ std::map<std::string, std::size_t> registry::count_by_name() const {
 
 std::string_view to_string(broadcast_level l) noexcept {
     switch (l) {
-    case broadcast_level::name: return "name";
-    case broadcast_level::group: return "group";
-    case broadcast_level::client_id: return "clientid";
+        case broadcast_level::name: return "name";
+        case broadcast_level::group: return "group";
+        case broadcast_level::client_id: return "clientid";
     }
     return "name";
 }

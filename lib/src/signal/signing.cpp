@@ -25,9 +25,9 @@ result<std::string> hmac_sha256_base64(std::string_view key, std::string_view me
     // An empty key is legal for HMAC; OpenSSL wants a non-null pointer for it.
     static unsigned char const empty = 0;
     auto const* key_ptr = key.empty() ? &empty : reinterpret_cast<unsigned char const*>(key.data());
-    unsigned char const* const mac = HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()),
-                                          reinterpret_cast<unsigned char const*>(message.data()), message.size(),
-                                          digest, &digest_len);
+    unsigned char const* const mac =
+        HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()),
+             reinterpret_cast<unsigned char const*>(message.data()), message.size(), digest, &digest_len);
     // A null result or a short digest is a failure, never a signature (an empty one would verify "s:X.").
     if (mac == nullptr) return failed("OpenSSL's HMAC() failed");
     if (digest_len != SHA256_DIGEST_LENGTH) return failed("OpenSSL's HMAC() returned a digest of the wrong length");
@@ -46,7 +46,9 @@ result<std::string> sign(std::string_view value, std::string_view secret) {
     return fmt::format("s:{}.{}", value, *mac);
 }
 
-bool is_signed_form(std::string_view value) { return value.starts_with("s:"); }
+bool is_signed_form(std::string_view value) {
+    return value.starts_with("s:");
+}
 
 result<std::string> unsign(std::string_view signed_value, std::string_view secret) {
     if (!is_signed_form(signed_value))
@@ -76,8 +78,10 @@ result<std::string> read_secret_file(std::string const& path) {
     char chunk[4096];
     while (in.read(chunk, sizeof chunk) || in.gcount() > 0) text.append(chunk, static_cast<std::size_t>(in.gcount()));
     if (in.bad()) return make_error(errc::io, fmt::format("cannot read '{}'", path));
-    if (text.ends_with("\r\n")) text.resize(text.size() - 2);
-    else if (text.ends_with('\n')) text.pop_back();
+    if (text.ends_with("\r\n"))
+        text.resize(text.size() - 2);
+    else if (text.ends_with('\n'))
+        text.pop_back();
     return text;
 }
 

@@ -16,9 +16,9 @@ std::string base64_encode(std::string_view data) {
     while (in_pos < data.size()) {
         std::size_t const n = std::min(piece, data.size() - in_pos);
         // +1: EVP_EncodeBlock writes a terminating NUL; the string's own terminator takes the last one.
-        int const written = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data() + out_pos),
-                                            reinterpret_cast<unsigned char const*>(data.data() + in_pos),
-                                            static_cast<int>(n));
+        int const written =
+            EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data() + out_pos),
+                            reinterpret_cast<unsigned char const*>(data.data() + in_pos), static_cast<int>(n));
         // EVP_EncodeBlock has no failure but a negative length, which the pieces rule out; a result
         // shorter than promised is kept short rather than padded with NULs.
         if (written <= 0) break;

@@ -6,7 +6,9 @@
 
 namespace wsig {
 
-void throw_exception_from_error(error const& e, boost::source_location const&) { throw std::runtime_error(e.message); }
+void throw_exception_from_error(error const& e, boost::source_location const&) {
+    throw std::runtime_error(e.message);
+}
 
 exit_code_doc const exit_code_table[14] = {
     {exit_code::ok, "success (verify valid, listen done, serve stopped gracefully)"},

@@ -41,11 +41,16 @@ result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     if (!parts) return parts.error();
     auto [n, unit] = *parts;
     std::uint64_t factor = 0;
-    if (unit == "ms") factor = 1;
-    else if (unit == "s") factor = 1000;
-    else if (unit == "m") factor = 60'000;
-    else if (unit == "h") factor = 3'600'000;
-    else if (unit.empty() && n == 0) factor = 1;  // "0" is unambiguous
+    if (unit == "ms")
+        factor = 1;
+    else if (unit == "s")
+        factor = 1000;
+    else if (unit == "m")
+        factor = 60'000;
+    else if (unit == "h")
+        factor = 3'600'000;
+    else if (unit.empty() && n == 0)
+        factor = 1;  // "0" is unambiguous
     else
         return make_error(errc::invalid_argument,
                           fmt::format("duration '{}' needs a unit: ms, s, m or h (e.g. 500ms, 10s, 2m)", text));
@@ -61,13 +66,20 @@ result<std::uint64_t> parse_size(std::string_view text) {
     if (!parts) return parts.error();
     auto [n, unit] = *parts;
     std::uint64_t factor = 0;
-    if (unit.empty() || unit == "B") factor = 1;
-    else if (unit == "KiB") factor = 1024;
-    else if (unit == "MiB") factor = 1024 * 1024;
-    else if (unit == "GiB") factor = 1024ull * 1024 * 1024;
-    else if (unit == "KB" || unit == "kB") factor = 1000;
-    else if (unit == "MB") factor = 1000 * 1000;
-    else if (unit == "GB") factor = 1000ull * 1000 * 1000;
+    if (unit.empty() || unit == "B")
+        factor = 1;
+    else if (unit == "KiB")
+        factor = 1024;
+    else if (unit == "MiB")
+        factor = 1024 * 1024;
+    else if (unit == "GiB")
+        factor = 1024ull * 1024 * 1024;
+    else if (unit == "KB" || unit == "kB")
+        factor = 1000;
+    else if (unit == "MB")
+        factor = 1000 * 1000;
+    else if (unit == "GB")
+        factor = 1000ull * 1000 * 1000;
     else
         return make_error(errc::invalid_argument,
                           fmt::format("size '{}' has an unknown unit: use B, KiB, MiB, GiB, KB, MB or GB", text));
