@@ -17,8 +17,7 @@ struct listen_cli {
     std::string url;
     std::vector<std::string> headers;
     std::string origin;
-    bool insecure = false;
-    std::string cacert;
+    tls_options tls;
     std::string output = "text";
     std::uint64_t count = 0;
     std::string until;
@@ -44,7 +43,7 @@ listen_options to_options(listen_cli const& c) {
     o.url = c.url;
     o.headers = header_flags(c.headers);
     o.origin = c.origin;
-    o.tls = {.insecure = c.insecure, .cacert = c.cacert};
+    o.tls = c.tls;
     o.output = c.output == "jsonl" ? output_format::jsonl : output_format::text;
     o.count = c.count;
     if (!c.until.empty()) o.until = c.until;
@@ -101,8 +100,7 @@ unusable, 124 --timeout or --idle-timeout, 130 SIGINT, 143 SIGTERM.)~");
     app->add_option("url", c->url, "ws:// or wss:// URL to connect to")->required()->type_name("URL");
     app->add_option("-H,--header", c->headers, "Add a header to the upgrade request (repeatable)")->type_name("'K: V'");
     app->add_option("--origin", c->origin, "Send this Origin header with the upgrade")->type_name("ORIGIN");
-    app->add_flag("--insecure", c->insecure, "wss: accept any certificate and host name");
-    app->add_option("--cacert", c->cacert, "wss: trust the CA certificates in this PEM file")->type_name("FILE");
+    add_tls_flags(*app, c->tls, "wss");
     app->add_option("-o,--output", c->output, "Output format: text (payload + newline) or jsonl (one event per line)")
         ->check(CLI::IsMember({"text", "jsonl"}))
         ->type_name("FORMAT");

@@ -38,8 +38,7 @@ struct send_cli {
     std::string path;
     bool direct = false;
     bool allow_none = false;
-    bool insecure = false;
-    std::string cacert;
+    tls_options tls;
 };
 
 // DATA as given, '-' for all of stdin, @FILE for a file's bytes; both verbatim (no newline stripped).
@@ -79,7 +78,7 @@ int run(send_cli const& c) {
     if (!c.path.empty()) o.path = c.path;
     o.direct = c.direct;
     o.allow_none = c.allow_none;
-    o.tls = {.insecure = c.insecure, .cacert = c.cacert};
+    o.tls = c.tls;
     auto r = run_send(o);
     if (!r.message.empty() && r.code != exit_code::ok) print_error(r.message);
     return to_int(r.code);
@@ -124,8 +123,7 @@ no 101, TLS), 77 answered 401/403, 78 --api-key-file or --cacert unusable,
     app->add_option("--path", c->path, "ws: envelope path, the Name to send to")->type_name("NAME");
     app->add_flag("--direct", c->direct, "ws: envelope direct: the server sends it back to this sender only");
     app->add_flag("--allow-none", c->allow_none, "http: exit 0 even when {\"delivered\":0}");
-    app->add_flag("--insecure", c->insecure, "https/wss: accept any certificate and host name");
-    app->add_option("--cacert", c->cacert, "https/wss: trust the CA certificates in this PEM file")->type_name("FILE");
+    add_tls_flags(*app, c->tls, "https/wss");
     return {app, [c] { return run(*c); }};
 }
 

@@ -82,4 +82,10 @@ std::optional<std::string> resolve_secret(secret_options const& opts) {
     return std::nullopt;
 }
 
+void add_tls_flags(CLI::App& app, tls_options& tls, std::string_view schemes) {
+    app.add_flag("--insecure", tls.insecure, fmt::format("{}: accept any certificate and host name", schemes));
+    app.add_option("--cacert", tls.cacert, fmt::format("{}: trust the CA certificates in this PEM file", schemes))
+        ->type_name("FILE");
+}
+
 }  // namespace wsig::cli

@@ -1,7 +1,9 @@
-// The flag types every subcommand shares: durations, sizes, -H headers, secrets and keys. Each
+// The flag types every subcommand shares: durations, sizes, -H headers, secrets, keys, TLS. Each
 // turns the flag's text into its value or throws exit_error: usage (64) for a malformed value,
 // config (78) for a file that cannot be read. Every message starts with the flag's name.
 #pragma once
+
+#include <wsig/client.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -56,5 +58,8 @@ void add_secret_options(CLI::App& app, secret_options& opts);
 // The signing secret from the options: --secret-file, else WSIG_SECRET, else --secret; nullopt
 // when none is given.
 std::optional<std::string> resolve_secret(secret_options const& opts);
+
+// --insecure and --cacert of a client; `schemes` starts their help ("wss", "https/wss").
+void add_tls_flags(CLI::App& app, tls_options& tls, std::string_view schemes);
 
 }  // namespace wsig::cli
