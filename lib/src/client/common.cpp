@@ -89,7 +89,7 @@ result<message_matcher> make_matcher(std::string const& pattern) {
 }
 
 bool set_sni(SSL* ssl, std::string const& host) {
-    return SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name, const_cast<char*>(host.c_str())) == 1;
+    return SSL_set_tlsext_host_name(ssl, host.c_str()) == 1;
 }
 
 std::string user_agent() {

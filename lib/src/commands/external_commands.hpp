@@ -41,9 +41,9 @@ struct command_options {
     std::vector<wsig::schedule_spec> schedules = {};
     // Bytes of events queued for one signal-route command before events are dropped (and counted):
     // a command that stops reading never blocks the server or grows its memory without bound.
-    std::size_t max_queue = 1024 * 1024;
-    std::size_t max_output_line = 1024 * 1024;            // longest action line or schedule output kept
-    std::size_t max_json_depth = default_max_json_depth;  // nesting of an action line (--max-json-depth)
+    std::size_t max_queue = std::size_t{1024} * 1024;
+    std::size_t max_output_line = std::size_t{1024} * 1024;  // longest action line or schedule output kept
+    std::size_t max_json_depth = default_max_json_depth;     // nesting of an action line (--max-json-depth)
     // Hooks: at most this many run at once; later events wait in a queue of max_pending_hooks,
     // and beyond it they are dropped and counted (a flood of connections cannot fork-bomb the host).
     std::size_t max_running_hooks = 16;

@@ -45,9 +45,9 @@ class epoll_socket {
     // The outcome of one recvmsg/sendmsg attempt; `done` is false when the socket had nothing
     // (EAGAIN): the operation waits for the next edge.
     struct attempt {
-        bool done;
+        bool done = false;
         error_code ec;
-        std::size_t n;
+        std::size_t n = 0;
     };
 
     // Heap-allocated so the socket moves freely while the loop holds a weak reference to the state.

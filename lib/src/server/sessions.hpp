@@ -337,7 +337,7 @@ private:
     // The buffer of a message still being received counts against the memory budget.
     void set_receiving(std::size_t bytes) {
         if (bytes == receiving_bytes_) return;  // written only on this thread: read here without the lock
-        std::size_t before;
+        std::size_t before = 0;
         {
             std::lock_guard lock(mutex_);
             before = std::exchange(receiving_bytes_, bytes);
@@ -519,7 +519,7 @@ private:
         auto const bytes = gate.writing().bytes();
         auto const count = gate.writing().messages();
         gate.release_writing();  // the frames are released only now that the socket is done with them
-        std::size_t give;
+        std::size_t give = 0;
         {
             std::lock_guard lock(mutex_);
             queued_bytes_ -= bytes;
@@ -673,7 +673,7 @@ struct file_part_body {
             if (remain_ == 0) return boost::none;
             if (!buffer_) buffer_ = std::make_unique<char[]>(chunk_size);
             auto want = static_cast<std::size_t>(std::min<std::uint64_t>(remain_, chunk_size));
-            ssize_t n;
+            ssize_t n = 0;
             do n = ::pread(part_.fd.get(), buffer_.get(), want, static_cast<off_t>(offset_));
             while (n < 0 && errno == EINTR);
             if (n < 0) {

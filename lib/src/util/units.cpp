@@ -13,7 +13,7 @@ namespace wsig {
 namespace {
 
 struct number_and_unit {
-    std::uint64_t number;
+    std::uint64_t number = 0;
     std::string_view unit;
 };
 
