@@ -76,7 +76,7 @@ result<signal_action> parse_action_line(std::string_view line, std::size_t max_d
 // becomes a frame are in the core library already; sending uses connection::send.
 class external_commands : public std::enable_shared_from_this<external_commands>, public signal_route_target {
 public:
-    external_commands(boost::asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
+    external_commands(boost::asio::any_io_executor const& executor, registry& reg, broadcast_levels const& levels,
                       command_options options, command_logger log);
 
     void start();  // starts the signal-route commands and the schedules
@@ -143,14 +143,15 @@ private:
 // `slot` (a --max-processes reservation) is held until the process has been reaped.
 class local_process : public std::enable_shared_from_this<local_process>, public local_route_target {
 public:
-    static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor executor, std::string command,
-                                                        std::weak_ptr<connection> conn, connection_info const& info,
-                                                        std::size_t max_queue, std::size_t max_line, command_logger log,
+    static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor const& executor,
+                                                        std::string command, std::weak_ptr<connection> conn,
+                                                        connection_info const& info, std::size_t max_queue,
+                                                        std::size_t max_line, command_logger const& log,
                                                         std::shared_ptr<void> slot = {});
     void on_client_message(std::string_view text) override;  // thread-safe
     void on_client_gone();                                   // thread-safe; ends the process
 
-    local_process(boost::asio::any_io_executor executor, std::weak_ptr<connection> conn, command_logger log);
+    local_process(boost::asio::any_io_executor const& executor, std::weak_ptr<connection> conn, command_logger log);
 
 private:
     boost::asio::strand<boost::asio::any_io_executor> strand_;
