@@ -13,6 +13,7 @@
 
 namespace wsig {
 
+// NOLINTNEXTLINE(bugprone-exception-escape): its implicit moves do not throw (nlohmann::json's are noexcept)
 struct envelope {
     nlohmann::json message;           // never null: a missing, null or empty message is an error
     std::optional<std::string> path;  // the target Name, URL-decoded as Pode does

@@ -21,7 +21,7 @@ enum class errc {
 };
 
 struct error {
-    errc code;
+    errc code{};
     std::string message;
 };
 

@@ -119,7 +119,7 @@ summary run(options const& o, std::atomic<int> const* stop, std::function<void(p
             sh.push_head = std::move(head);
         }
     }
-    raise_file_limit(static_cast<std::uint64_t>(o.connections) + publishers + 64 + 4 * nthreads);
+    raise_file_limit(static_cast<std::uint64_t>(o.connections) + publishers + 64 + std::uint64_t{4} * nthreads);
 
     std::vector<std::unique_ptr<loop>> loops;
     for (unsigned t = 0; t < nthreads; ++t) loops.push_back(std::make_unique<loop>(sh, t));
@@ -134,6 +134,7 @@ summary run(options const& o, std::atomic<int> const* stop, std::function<void(p
     sh.setup_pending.store(in_setup);
 
     std::vector<std::thread> threads;
+    threads.reserve(loops.size());
     for (auto& l : loops) threads.emplace_back([&l] { l->run(); });
 
     auto interrupted = [&] { return (stop && stop->load() != 0) || sh.fatal.load(); };
@@ -392,7 +393,7 @@ std::string what_unit(mode m) {
     switch (m) {
         case mode::echo: return "round trips";
         case mode::fanout: return "deliveries";
-        case mode::connect: return "handshakes";
+        case mode::connect:
         case mode::idle: return "handshakes";
     }
     return "messages";

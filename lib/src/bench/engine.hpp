@@ -110,6 +110,8 @@ public:
     ~loop();
     loop(loop const&) = delete;
     loop& operator=(loop const&) = delete;
+    loop(loop&&) = delete;
+    loop& operator=(loop&&) = delete;
 
     void add(role r);  // before run()
     void run();
@@ -130,7 +132,6 @@ public:
 
 private:
     shared& sh_;
-    unsigned index_;
     int ep_ = -1;
     int wake_fd_ = -1;
     std::atomic<bool> wake_pending_{false};
@@ -186,7 +187,7 @@ private:
     void on_eof(std::uint32_t i);
     void flush(std::uint32_t i);
     void arm(load_connection& c, bool out);
-    void close_fd(load_connection& c);
+    static void close_fd(load_connection& c);
     void failed(std::uint32_t i, fail kind, std::string const& message, exit_code code);
     void count_error(fail kind);
     void set_open(load_connection& c, bool open);

@@ -26,7 +26,7 @@ constexpr std::int64_t close_grace = 1000 * ms;
 constexpr std::int64_t retry_delay = 100 * ms;
 constexpr std::uint64_t max_message = 64ull << 20;
 constexpr std::uint64_t wake_key = ~0ull;
-constexpr std::size_t scratch_size = 256 * 1024;
+constexpr std::size_t scratch_size = std::size_t{256} * 1024;
 
 constexpr std::uint8_t op_cont = 0x0, op_text = 0x1, op_binary = 0x2, op_close = 0x8, op_ping = 0x9, op_pong = 0xA;
 
@@ -67,11 +67,10 @@ void shared::set_fatal(exit_code code, std::string message) {
 
 loop::loop(shared& sh, unsigned index)
     : sh_(sh),
-      index_(index),
+      ep_(epoll_create1(EPOLL_CLOEXEC)),
+      wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       scratch_(scratch_size),
       rng_(0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(now_ns()) + index * 7919ull)) {
-    ep_ = epoll_create1(EPOLL_CLOEXEC);
-    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ep_ < 0 || wake_fd_ < 0) throw failure(exit_code::config, fmt::format("epoll: {}", std::strerror(errno)));
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -275,7 +274,7 @@ void loop::run() {
         for (int k = 0; k < n; ++k) {
             auto const data = events[static_cast<std::size_t>(k)].data.u64;
             if (data == wake_key) {
-                std::uint64_t v;
+                std::uint64_t v = 0;
                 [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
                 wake_pending_.store(false, std::memory_order_release);
                 continue;
@@ -438,8 +437,8 @@ void loop::on_readable(std::uint32_t i) {
     for (int round = 0; round < max_rounds; ++round) {
         bool const use_rbuf = !c.rbuf.empty();
         std::size_t old = 0;
-        char* buf;
-        std::size_t cap;
+        char* buf = nullptr;
+        std::size_t cap = 0;
         if (use_rbuf) {
             old = c.rbuf.size();
             cap = std::max<std::size_t>(scratch_size, std::min<std::size_t>(old, 16u << 20));
@@ -474,8 +473,8 @@ void loop::on_readable(std::uint32_t i) {
             return;
         }
         now_ = now_ns();
-        char* data;
-        std::size_t len;
+        char* data = nullptr;
+        std::size_t len = 0;
         if (use_rbuf) {
             c.rbuf.resize(old + static_cast<std::size_t>(n));
             data = c.rbuf.data();
@@ -792,8 +791,7 @@ void loop::pump_publisher() {
     // Drop what completed; give up on what timed out.
     auto const timeout = sh_.o.broadcast_timeout.count() * ms;
     std::size_t keep = 0;
-    for (std::size_t k = 0; k < outstanding_.size(); ++k) {
-        auto const seq = outstanding_[k];
+    for (auto const seq : outstanding_) {  // writes only at keep <= the element read
         slot& s = sh_.slots[seq & sh_.slot_mask];
         if (s.seq.load(std::memory_order_relaxed) != seq) continue;  // failed push: already released
         if (s.remaining.load(std::memory_order_acquire) <= 0) {

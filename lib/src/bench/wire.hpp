@@ -41,9 +41,9 @@ std::string upgrade_request(endpoint const& ep, std::string_view target, std::st
 
 // Bounds on what a server may answer the bench with. A push answer is a few bytes of JSON and a 101
 // has no body: these leave room for any error page while every length stays far from overflow.
-inline constexpr std::size_t max_head_length = 64 * 1024;  // status line and headers, blank line included
-inline constexpr std::size_t max_body_length = 1 << 20;    // a body (Content-Length or all chunks together)
-inline constexpr std::size_t max_chunk_line = 1024;        // one chunk-size line, extensions included
+inline constexpr std::size_t max_head_length = std::size_t{64} * 1024;  // status line and headers, blank line included
+inline constexpr std::size_t max_body_length = 1 << 20;  // a body (Content-Length or all chunks together)
+inline constexpr std::size_t max_chunk_line = 1024;      // one chunk-size line, extensions included
 
 // How far a parse got; `why` says what is wrong when it is `malformed` (a protocol error).
 struct parse_result {

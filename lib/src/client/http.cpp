@@ -30,8 +30,9 @@ using boost::system::error_code;
 namespace {
 
 // The answer of a push is a short JSON object; 1 MiB bounds a misbehaving server.
-constexpr std::uint64_t max_response_body = 1024 * 1024;
+constexpr std::uint64_t max_response_body = std::uint64_t{1024} * 1024;
 
+// NOLINTNEXTLINE(bugprone-exception-escape): Beast's fields move without throwing with std::allocator
 struct http_outcome {
     exit_code code = exit_code::unavailable;
     std::string message;

@@ -113,7 +113,7 @@ public:
         conn_end e = base_end();
         e.code = exit_code::unavailable;
         e.message = "connection dropped";
-        finish(std::move(e));
+        finish(e);
     }
 
     bool is_open() const override { return open_ && !ended_; }
@@ -131,11 +131,11 @@ private:
         conn_end e = base_end();
         e.code = code;
         e.message = std::move(message);
-        finish(std::move(e));
+        finish(e);
     }
 
     // Every path ends here once: the socket is shut so pending operations complete and release us.
-    void finish(conn_end e) {
+    void finish(conn_end const& e) {
         if (ended_) return;
         ended_ = true;
         resolver_.cancel();
@@ -279,7 +279,7 @@ private:
             e.close_code = ws_.reason().code == websocket::close_code::none ? 1005 : ws_.reason().code;
             e.reason = std::string(ws_.reason().reason.c_str());
             e.code = exit_code::ok;
-            return finish(std::move(e));
+            return finish(e);
         }
         if (ec == asio::error::operation_aborted && closing_) return;  // on_close reports
         if (ec == websocket::error::message_too_big)
@@ -334,11 +334,11 @@ private:
             e.close_code = close_want_.code;
             e.reason = std::string(close_want_.reason.c_str());
             e.code = exit_code::ok;
-            return finish(std::move(e));
+            return finish(e);
         }
         e.code = exit_code::unavailable;
         e.message = fmt::format("close handshake failed: {}", ec.message());
-        finish(std::move(e));
+        finish(e);
     }
 
     tcp::resolver resolver_;
@@ -491,7 +491,7 @@ public:
         }
         if (opts_.read_stdin)
             stdin_ = stdin_reader::start(
-                ioc_, opts_.max_message_size, [this](std::string line) { on_stdin_line(std::move(line)); },
+                ioc_, opts_.max_message_size, [this](std::string const& line) { on_stdin_line(line); },
                 [this] { on_stdin_eof(); });
         connect();
         ioc_.run();
@@ -637,7 +637,7 @@ private:
         arm_idle();
     }
 
-    void on_stdin_line(std::string line) {
+    void on_stdin_line(std::string const& line) {
         if (finishing_ || line.empty()) return;
         auto p = payload(line);
         if (!p) {

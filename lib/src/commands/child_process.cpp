@@ -8,7 +8,6 @@
 #include <fmt/format.h>
 
 #include <fcntl.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,12 +15,11 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <string_view>
-
-extern char** environ;
 
 namespace wsig::detail {
 namespace asio = boost::asio;
@@ -57,7 +55,12 @@ std::vector<std::string> merged_environment(environment const& extra) {
     for (auto const& [k, v] : extra) vars[k] = v;
     std::vector<std::string> out;
     out.reserve(vars.size());
-    for (auto const& [k, v] : vars) out.push_back(k + "=" + v);
+    for (auto const& [k, v] : vars) {
+        std::string kv = k;
+        kv += '=';
+        kv += v;
+        out.push_back(std::move(kv));
+    }
     return out;
 }
 
@@ -69,8 +72,8 @@ std::string describe_status(int status) {
     return fmt::format("ended (status {})", status);
 }
 
-result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executor executor, child_options options,
-                                                            child_callbacks callbacks) {
+result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executor const& executor,
+                                                            child_options options, child_callbacks callbacks) {
     // A child that exits while we write to its stdin must give EPIPE, not kill the server.
     static std::once_flag ignore_sigpipe;
     std::call_once(ignore_sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
@@ -123,6 +126,7 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
 
     auto env = merged_environment(options.env);
     std::vector<char*> envp;
+    envp.reserve(env.size() + 1);
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
     std::string sh = "/bin/sh", dash_c = "-c";
@@ -153,7 +157,7 @@ result<std::shared_ptr<child_process>> child_process::start(asio::any_io_executo
     return self;
 }
 
-child_process::child_process(asio::any_io_executor executor, child_options options, child_callbacks callbacks,
+child_process::child_process(asio::any_io_executor const& executor, child_options options, child_callbacks callbacks,
                              pid_t pid, int stdin_fd, int stdout_fd, int stderr_fd)
     : executor_(executor),
       options_(std::move(options)),

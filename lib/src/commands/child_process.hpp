@@ -37,10 +37,10 @@ struct child_options {
     bool feed_stdin = true;  // a pipe to the child's stdin; otherwise /dev/null
     // Bytes queued for the child's stdin before further lines are dropped (and counted): a child
     // that stops reading must never grow the server's memory or block it.
-    std::size_t max_stdin_queue = 1024 * 1024;
+    std::size_t max_stdin_queue = std::size_t{1024} * 1024;
     // Longest stdout line (or whole output) kept; longer lines are cut there and flagged (on_line's
     // `truncated`), a longer whole output is cut there.
-    std::size_t max_line = 1024 * 1024;
+    std::size_t max_line = std::size_t{1024} * 1024;
     // After terminate(): SIGTERM to the process group, then SIGKILL this much later.
     std::chrono::milliseconds kill_grace = std::chrono::milliseconds(2000);
 };
@@ -59,8 +59,8 @@ struct child_callbacks {
 // callbacks run there too. Destroying the last reference does not stop the child: call terminate().
 class child_process : public std::enable_shared_from_this<child_process> {
 public:
-    static result<std::shared_ptr<child_process>> start(boost::asio::any_io_executor executor, child_options options,
-                                                        child_callbacks callbacks);
+    static result<std::shared_ptr<child_process>> start(boost::asio::any_io_executor const& executor,
+                                                        child_options options, child_callbacks callbacks);
 
     // Queues `line` plus a newline for the child's stdin. False when it was dropped: the queue is
     // full, stdin is closed, or the child has exited.
@@ -74,11 +74,13 @@ public:
     std::uint64_t dropped_lines() const noexcept { return dropped_; }
     std::size_t queued_bytes() const noexcept { return queued_bytes_; }
 
-    child_process(boost::asio::any_io_executor executor, child_options options, child_callbacks callbacks, pid_t pid,
-                  int stdin_fd, int stdout_fd, int stderr_fd = -1);
+    child_process(boost::asio::any_io_executor const& executor, child_options options, child_callbacks callbacks,
+                  pid_t pid, int stdin_fd, int stdout_fd, int stderr_fd = -1);
     ~child_process();
     child_process(child_process const&) = delete;
     child_process& operator=(child_process const&) = delete;
+    child_process(child_process&&) = delete;  // pinned: shared, its pending operations hold it
+    child_process& operator=(child_process&&) = delete;
 
 private:
     void do_read();

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <regex>
 
 namespace wsig::detail {
@@ -113,8 +114,8 @@ struct external_commands::route_runner {
     std::uint64_t drops_logged = 0;
 };
 
-external_commands::external_commands(asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
-                                     command_options options, command_logger log)
+external_commands::external_commands(asio::any_io_executor const& executor, registry& reg,
+                                     broadcast_levels const& levels, command_options options, command_logger log)
     : strand_(asio::make_strand(executor)),
       registry_(reg),
       levels_(levels),
@@ -162,11 +163,10 @@ void external_commands::stop() {
 }
 
 bool external_commands::routes(std::string_view socket_path) const {
-    for (auto const& r : routes_)
-        if (r->spec.path == socket_path) return true;
-    for (auto const& r : routes_)
-        if (r->pattern && std::regex_match(socket_path.begin(), socket_path.end(), *r->pattern)) return true;
-    return false;
+    return std::ranges::any_of(routes_, [&](auto const& r) { return r->spec.path == socket_path; }) ||
+           std::ranges::any_of(routes_, [&](auto const& r) {
+               return r->pattern && std::regex_match(socket_path.begin(), socket_path.end(), *r->pattern);
+           });
 }
 
 namespace {
@@ -190,11 +190,11 @@ void external_commands::start_route(std::size_t index) {
         strand_,
         {.command = r.spec.command, .max_stdin_queue = options_.max_queue, .max_line = options_.max_output_line},
         {.on_line =
-             [weak, index](std::string line, bool truncated) {
+             [weak, index](std::string const& line, bool truncated) {
                  if (auto self = weak.lock()) self->on_action(index, line, truncated);
              },
          .on_exit =
-             [weak, index](int status, std::string) {
+             [weak, index](int status, std::string const&) {
                  auto self = weak.lock();
                  if (!self) return;
                  auto& run = *self->routes_[index];
@@ -403,7 +403,7 @@ void external_commands::launch_hooks() {
         auto child = child_process::start(
             strand_, {.command = hook.command, .env = std::move(hook.env), .output = child_stdout::to_stderr},
             {.on_exit =
-                 [weak, state, command = hook.command](int status, std::string) {
+                 [weak, state, command = hook.command](int status, std::string const&) {
                      state->timeout->cancel();
                      auto self = weak.lock();
                      if (!self) return;
@@ -494,14 +494,14 @@ void external_commands::run_schedule(std::size_t index) {
     ++running_;
 }
 
-local_process::local_process(asio::any_io_executor executor, std::weak_ptr<connection> conn, command_logger log)
+local_process::local_process(asio::any_io_executor const& executor, std::weak_ptr<connection> conn, command_logger log)
     : strand_(asio::make_strand(executor)), conn_(std::move(conn)), log_(std::move(log)) {}
 
-result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executor executor, std::string command,
+result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executor const& executor, std::string command,
                                                             std::weak_ptr<connection> conn, connection_info const& info,
                                                             std::size_t max_queue, std::size_t max_line,
-                                                            command_logger log, std::shared_ptr<void> slot) {
-    auto self = std::make_shared<local_process>(executor, conn, log);
+                                                            command_logger const& log, std::shared_ptr<void> slot) {
+    auto self = std::make_shared<local_process>(executor, std::move(conn), log);
     environment env = {{"WSIG_EVENT", "local"},
                        {"WSIG_NAME", info.name},
                        {"WSIG_GROUP", info.group},
@@ -511,13 +511,13 @@ result<std::shared_ptr<local_process>> local_process::start(asio::any_io_executo
     auto child = child_process::start(
         self->strand_, {.command = command, .env = std::move(env), .max_stdin_queue = max_queue, .max_line = max_line},
         {.on_line =
-             [weak](std::string line, bool) {
+             [weak](std::string const& line, bool) {
                  auto s = weak.lock();
                  if (!s) return;
                  if (auto c = s->conn_.lock()) c->send(frame_for(line));
              },
          .on_exit =
-             [weak, command, slot = std::move(slot)](int status, std::string) mutable {
+             [weak, command, slot = std::move(slot)](int status, std::string const&) mutable {
                  slot.reset();  // reaped: its --max-processes slot is free (also when the start fails)
                  auto s = weak.lock();
                  if (!s) return;

@@ -41,9 +41,9 @@ struct command_options {
     std::vector<wsig::schedule_spec> schedules = {};
     // Bytes of events queued for one signal-route command before events are dropped (and counted):
     // a command that stops reading never blocks the server or grows its memory without bound.
-    std::size_t max_queue = 1024 * 1024;
-    std::size_t max_output_line = 1024 * 1024;            // longest action line or schedule output kept
-    std::size_t max_json_depth = default_max_json_depth;  // nesting of an action line (--max-json-depth)
+    std::size_t max_queue = std::size_t{1024} * 1024;
+    std::size_t max_output_line = std::size_t{1024} * 1024;  // longest action line or schedule output kept
+    std::size_t max_json_depth = default_max_json_depth;     // nesting of an action line (--max-json-depth)
     // Hooks: at most this many run at once; later events wait in a queue of max_pending_hooks,
     // and beyond it they are dropped and counted (a flood of connections cannot fork-bomb the host).
     std::size_t max_running_hooks = 16;
@@ -76,7 +76,7 @@ result<signal_action> parse_action_line(std::string_view line, std::size_t max_d
 // becomes a frame are in the core library already; sending uses connection::send.
 class external_commands : public std::enable_shared_from_this<external_commands>, public signal_route_target {
 public:
-    external_commands(boost::asio::any_io_executor executor, registry& reg, broadcast_levels const& levels,
+    external_commands(boost::asio::any_io_executor const& executor, registry& reg, broadcast_levels const& levels,
                       command_options options, command_logger log);
 
     void start();  // starts the signal-route commands and the schedules
@@ -143,14 +143,15 @@ private:
 // `slot` (a --max-processes reservation) is held until the process has been reaped.
 class local_process : public std::enable_shared_from_this<local_process>, public local_route_target {
 public:
-    static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor executor, std::string command,
-                                                        std::weak_ptr<connection> conn, connection_info const& info,
-                                                        std::size_t max_queue, std::size_t max_line, command_logger log,
+    static result<std::shared_ptr<local_process>> start(boost::asio::any_io_executor const& executor,
+                                                        std::string command, std::weak_ptr<connection> conn,
+                                                        connection_info const& info, std::size_t max_queue,
+                                                        std::size_t max_line, command_logger const& log,
                                                         std::shared_ptr<void> slot = {});
     void on_client_message(std::string_view text) override;  // thread-safe
     void on_client_gone();                                   // thread-safe; ends the process
 
-    local_process(boost::asio::any_io_executor executor, std::weak_ptr<connection> conn, command_logger log);
+    local_process(boost::asio::any_io_executor const& executor, std::weak_ptr<connection> conn, command_logger log);
 
 private:
     boost::asio::strand<boost::asio::any_io_executor> strand_;

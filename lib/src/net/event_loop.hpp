@@ -35,6 +35,8 @@ public:
     ~event_loop();
     event_loop(event_loop const&) = delete;
     event_loop& operator=(event_loop const&) = delete;
+    event_loop(event_loop&&) = delete;  // pinned: sockets and current_ point at it
+    event_loop& operator=(event_loop&&) = delete;
 
     // Only on this loop's thread. Adds `fd` to the loop's epoll set (edge-triggered, in and out);
     // `w` hears its events until unwatch() or until it is gone. Returns the key to unwatch it with.
@@ -97,6 +99,11 @@ private:
     // sockets in the set.
     struct owned_fd {
         int fd = -1;
+        owned_fd() = default;
+        owned_fd(owned_fd const&) = delete;
+        owned_fd& operator=(owned_fd const&) = delete;
+        owned_fd(owned_fd&&) = delete;
+        owned_fd& operator=(owned_fd&&) = delete;
         ~owned_fd();
     };
     owned_fd epfd_;
@@ -109,6 +116,7 @@ private:
     std::unique_ptr<watch_wait> wait_;
     std::vector<std::shared_ptr<flushable>> dirty_;
     std::vector<std::shared_ptr<flushable>> flushing_;
+    // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): private, per thread, set only by run()
     static inline thread_local event_loop* current_ = nullptr;
 };
 

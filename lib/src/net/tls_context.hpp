@@ -17,6 +17,6 @@ struct server_tls_settings {
 
 // Every call is checked: a context OpenSSL did not take as asked is a configuration error (exit 78),
 // never a server that runs with weaker settings than it says.
-result<void> setup_server_tls(boost::asio::ssl::context& ctx, server_tls_settings const& s);
+result<void> setup_server_tls(boost::asio::ssl::context& ctx, server_tls_settings const& o);
 
 }  // namespace wsig::detail

@@ -17,7 +17,7 @@ using error_code = boost::system::error_code;
 acceptor::acceptor(std::vector<std::unique_ptr<event_loop>>& loops, server_state& st, boost::asio::ssl::context* tls)
     : loops_(loops), st_(st), tls_(tls), acceptor_(loops.front()->context()), retry_(loops.front()->context()) {}
 
-result<tcp::endpoint> acceptor::open(tcp::endpoint ep) {
+result<tcp::endpoint> acceptor::open(tcp::endpoint const& ep) {
     error_code ec;
     acceptor_.open(ep.protocol(), ec);
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);

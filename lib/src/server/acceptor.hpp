@@ -23,7 +23,7 @@ public:
     // Accepts on the first loop and hands the connections to the loops in turn.
     acceptor(std::vector<std::unique_ptr<event_loop>>& loops, server_state& st, boost::asio::ssl::context* tls);
 
-    result<tcp::endpoint> open(tcp::endpoint ep);  // binds and listens; the port in use is exit 78
+    result<tcp::endpoint> open(tcp::endpoint const& ep);  // binds and listens; the port in use is exit 78
     void start();
     void stop();
 

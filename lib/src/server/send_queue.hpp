@@ -19,9 +19,9 @@ namespace wsig::detail {
 
 class send_queue {
 public:
-    static constexpr std::size_t copy_limit = 1024;      // bytes of frame copied rather than shared
-    static constexpr std::size_t run_limit = 64 * 1024;  // bytes in one run
-    static constexpr std::size_t spare_limit = 4096;     // capacity a drained queue keeps for the next run
+    static constexpr std::size_t copy_limit = 1024;                   // bytes of frame copied rather than shared
+    static constexpr std::size_t run_limit = std::size_t{64} * 1024;  // bytes in one run
+    static constexpr std::size_t spare_limit = 4096;                  // capacity a drained queue keeps for the next run
 
     // One buffer of the queue: a run of copied frames, or one shared frame.
     struct chunk {

@@ -67,11 +67,11 @@ constexpr bool is_tls_v = !std::is_same_v<Stream, plain_stream> && !std::is_same
 inline epoll_socket to_ws_transport(event_loop& loop, plain_stream&& s) {
     error_code ec;
     int fd = std::move(s).release_socket().release(ec);
-    return epoll_socket(loop, ec ? -1 : fd, ec);
+    return {loop, ec ? -1 : fd, ec};
 }
 template <class Tls>
 Tls&& to_ws_transport(event_loop&, Tls&& s) {
-    return std::move(s);
+    return std::forward<Tls>(s);
 }
 template <class Stream>
 using ws_transport_t =
@@ -132,11 +132,16 @@ public:
           ws_(std::move(stream)),
           kind_(plan.kind),
           info_(std::move(plan.info)),
-          ping_timer_(ws_.get_executor()) {
-        exec_ = std::move(plan.exec);
-        process_slot_ = std::move(plan.process_slot);
+          ping_timer_(ws_.get_executor()),
+          exec_(std::move(plan.exec)),
+          process_slot_(std::move(plan.process_slot)) {
         ws_.next_layer().set_prefix(std::move(leftover));
     }
+
+    ws_session(ws_session const&) = delete;  // pinned: shared, registered and watched by address
+    ws_session& operator=(ws_session const&) = delete;
+    ws_session(ws_session&&) = delete;
+    ws_session& operator=(ws_session&&) = delete;
 
     ~ws_session() override {
         st_.reg.remove(*this);
@@ -237,7 +242,7 @@ public:
             closing_ = true;
         }
         net::post(ws_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)]() mutable {
-            self->do_close(code, std::move(r));
+            self->do_close(code, r);
         });
     }
 
@@ -297,7 +302,7 @@ private:
 
     // A round's queue is written before it grows past this, even before the round ends: 64 KiB is
     // what a loopback socket's send buffer takes at once, and the most the round can hold back.
-    static constexpr std::size_t early_flush_bytes = 64 * 1024;
+    static constexpr std::size_t early_flush_bytes = std::size_t{64} * 1024;
 
     // Under mutex_: the memory budget (server_state::hold) covers the queue in whole blocks; the
     // blocks to add now. release_reserve_locked gives back what the drained queue no longer needs.
@@ -337,7 +342,7 @@ private:
     // The buffer of a message still being received counts against the memory budget.
     void set_receiving(std::size_t bytes) {
         if (bytes == receiving_bytes_) return;  // written only on this thread: read here without the lock
-        std::size_t before;
+        std::size_t before = 0;
         {
             std::lock_guard lock(mutex_);
             before = std::exchange(receiving_bytes_, bytes);
@@ -402,7 +407,7 @@ private:
     // only as its bytes arrive (a frame header announcing 16 MiB allocates nothing yet) and is
     // counted against the memory budget while it grows. A small message completes in one piece.
     void do_read() {
-        constexpr std::size_t piece_limit = 64 * 1024;
+        constexpr std::size_t piece_limit = std::size_t{64} * 1024;
         ws_.async_read_some(buffer_, piece_limit,
                             beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
     }
@@ -440,7 +445,7 @@ private:
         st_.router.route(*this, kind_, local_.get(), text, !ws_.got_text());
         buffer_.consume(buffer_.size());
         // Bounded memory: a big message must not pin its buffer for the life of an idle connection.
-        if (buffer_.capacity() > 64 * 1024) buffer_.shrink_to_fit();
+        if (buffer_.capacity() > std::size_t{64} * 1024) buffer_.shrink_to_fit();
         do_read();
     }
 
@@ -519,7 +524,7 @@ private:
         auto const bytes = gate.writing().bytes();
         auto const count = gate.writing().messages();
         gate.release_writing();  // the frames are released only now that the socket is done with them
-        std::size_t give;
+        std::size_t give = 0;
         {
             std::lock_guard lock(mutex_);
             queued_bytes_ -= bytes;
@@ -570,7 +575,7 @@ private:
         do_flush();
     }
 
-    void do_close(std::uint16_t code, std::string reason) {
+    void do_close(std::uint16_t code, std::string const& reason) {
         if (requested_close_ || state_ == ws_state::finished) return;
         requested_close_.emplace(code);
         requested_close_->reason = reason;  // the server's own words, within the 123 bytes a close frame holds
@@ -654,7 +659,7 @@ private:
 struct file_part_body {
     using value_type = file_part;
     // 64 KiB: fewer syscalls than Beast's file_body's 4 KiB, and still small beside a socket's buffer
-    static constexpr std::size_t chunk_size = 64 * 1024;
+    static constexpr std::size_t chunk_size = std::size_t{64} * 1024;
 
     static std::uint64_t size(value_type const& part) { return part.length; }
 
@@ -666,14 +671,14 @@ struct file_part_body {
         writer(beast::http::header<isRequest, Fields>&, value_type& part)
             : part_(part), offset_(part.offset), remain_(part.length) {}
 
-        void init(error_code& ec) { ec = {}; }
+        static void init(error_code& ec) { ec = {}; }
 
         boost::optional<std::pair<const_buffers_type, bool>> get(error_code& ec) {
             ec = {};
             if (remain_ == 0) return boost::none;
             if (!buffer_) buffer_ = std::make_unique<char[]>(chunk_size);
             auto want = static_cast<std::size_t>(std::min<std::uint64_t>(remain_, chunk_size));
-            ssize_t n;
+            ssize_t n = 0;
             do n = ::pread(part_.fd.get(), buffer_.get(), want, static_cast<off_t>(offset_));
             while (n < 0 && errno == EINTR);
             if (n < 0) {

@@ -48,7 +48,7 @@ result<envelope> parse_envelope(std::string_view text, envelope_limits const& li
     // Pointers into `doc`, whose values are moved into the envelope: a client's value is never copied.
     nlohmann::json* fields[5] = {};
     static constexpr std::string_view names[5] = {"message", "path", "clientId", "group", "direct"};
-    for (auto& [key, value] : doc.items()) {
+    for (auto const& [key, value] : doc.items()) {
         for (std::size_t i = 0; i < 5; ++i) {
             if (!iequals(key, names[i])) continue;
             if (fields[i])

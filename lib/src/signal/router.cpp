@@ -40,7 +40,7 @@ void router::route(message_source& from, session_kind kind, local_route_target* 
     }
     auto msg = outgoing_message::text(payload_text(env->message));
     if (env->direct) {
-        from.send(std::move(msg));
+        from.send(msg);
         return;
     }
     target t;

@@ -62,7 +62,7 @@ result<nlohmann::json> parse_json(std::string_view text, std::size_t max_depth) 
         return make_error(errc::bad_envelope, fmt::format("JSON nested deeper than {} levels", max_depth));
     if (!ok) return make_error(errc::bad_envelope, "not valid JSON");
     // In place: json converts from almost anything, so result's converting constructor is ambiguous.
-    return result<nlohmann::json>(boost::system::in_place_value, std::move(out));
+    return {boost::system::in_place_value, std::move(out)};
 }
 
 }  // namespace wsig

@@ -13,7 +13,7 @@ namespace wsig {
 namespace {
 
 struct number_and_unit {
-    std::uint64_t number;
+    std::uint64_t number = 0;
     std::string_view unit;
 };
 
@@ -41,7 +41,7 @@ result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     if (!parts) return parts.error();
     auto [n, unit] = *parts;
     std::uint64_t factor = 0;
-    if (unit == "ms")
+    if (unit == "ms" || (unit.empty() && n == 0))  // "0" is unambiguous
         factor = 1;
     else if (unit == "s")
         factor = 1000;
@@ -49,8 +49,6 @@ result<std::chrono::milliseconds> parse_duration(std::string_view text) {
         factor = 60'000;
     else if (unit == "h")
         factor = 3'600'000;
-    else if (unit.empty() && n == 0)
-        factor = 1;  // "0" is unambiguous
     else
         return make_error(errc::invalid_argument,
                           fmt::format("duration '{}' needs a unit: ms, s, m or h (e.g. 500ms, 10s, 2m)", text));
@@ -71,13 +69,13 @@ result<std::uint64_t> parse_size(std::string_view text) {
     else if (unit == "KiB")
         factor = 1024;
     else if (unit == "MiB")
-        factor = 1024 * 1024;
+        factor = 1024ull * 1024;
     else if (unit == "GiB")
         factor = 1024ull * 1024 * 1024;
     else if (unit == "KB" || unit == "kB")
         factor = 1000;
     else if (unit == "MB")
-        factor = 1000 * 1000;
+        factor = 1000ull * 1000;
     else if (unit == "GB")
         factor = 1000ull * 1000 * 1000;
     else
@@ -105,7 +103,7 @@ std::string rfc3339(std::chrono::system_clock::time_point t, bool milliseconds) 
 
 std::string format_size(std::uint64_t bytes) {
     if (bytes != 0 && bytes % (1024ull * 1024 * 1024) == 0) return fmt::format("{}GiB", bytes >> 30);
-    if (bytes != 0 && bytes % (1024 * 1024) == 0) return fmt::format("{}MiB", bytes >> 20);
+    if (bytes != 0 && bytes % (1024ull * 1024) == 0) return fmt::format("{}MiB", bytes >> 20);
     if (bytes != 0 && bytes % 1024 == 0) return fmt::format("{}KiB", bytes >> 10);
     return fmt::format("{}B", bytes);
 }

@@ -44,11 +44,11 @@ inline void mask_payload(char* p, std::size_t n, std::uint32_t mask_key) noexcep
     unsigned char mask[4];
     std::memcpy(mask, &mask_key, 4);
     unsigned char const m8b[8] = {mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]};
-    std::uint64_t m8;
+    std::uint64_t m8 = 0;
     std::memcpy(&m8, m8b, 8);
     std::size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        std::uint64_t w;
+        std::uint64_t w = 0;
         std::memcpy(&w, p + i, 8);
         w ^= m8;
         std::memcpy(p + i, &w, 8);
