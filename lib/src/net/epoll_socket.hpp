@@ -87,6 +87,7 @@ class epoll_socket {
             auto& v = iov[d];
             v.clear();
             total[d] = 0;
+            // NOLINTNEXTLINE(readability-qualified-auto): a pointer for one buffer, an iterator for a sequence
             for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
                  ++it) {
                 boost::asio::const_buffer b(*it);

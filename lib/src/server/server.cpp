@@ -319,7 +319,7 @@ severity to_severity(command_log level) noexcept {
 }
 
 command_logger command_logger_for(server_state& st) {
-    return [&st](command_log level, std::string message) { st.log.log(to_severity(level), message); };
+    return [&st](command_log level, std::string const& message) { st.log.log(to_severity(level), message); };
 }
 
 void report_unrouted(message_source& from, unrouted why, std::string_view detail) {

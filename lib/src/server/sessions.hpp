@@ -385,7 +385,7 @@ private:
                 self->warnings_.log(self->st_.log, to_severity(level), self->info_.remote, message);
             };
             auto p = local_process::start(ws_.get_executor(), exec_, this->weak_from_this(), info_, st_.opts.send_queue,
-                                          st_.opts.max_message_size, std::move(log), std::move(process_slot_));
+                                          st_.opts.max_message_size, log, std::move(process_slot_));
             if (!p) {
                 st_.log.log(severity::error,
                             fmt::format("local route {}: {}", log_value(info_.path), p.error().message));
