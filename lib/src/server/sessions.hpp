@@ -41,10 +41,7 @@
 
 namespace wsig::detail {
 
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-using error_code = boost::system::error_code;
+// net, beast, websocket and error_code: the aliases of write_gate.hpp.
 
 // Quiet on the ways a connection is expected to end.
 inline bool expected_ending(error_code const& ec) {
