@@ -18,4 +18,20 @@ bool valid_utf8(std::string_view s) noexcept;
 // `s` cut to at most `max` bytes without splitting a UTF-8 sequence.
 std::string_view cut_utf8(std::string_view s, std::size_t max) noexcept;
 
+// UTF-8 checked piece by piece, for a text message that arrives in fragments and reads: a
+// sequence may be split between two pieces. Fail-fast: feed() is false from the first byte that
+// cannot be part of valid UTF-8, whatever follows it.
+class utf8_stream {
+public:
+    bool feed(std::string_view piece) noexcept;
+    // No sequence is left open: the text so far is whole UTF-8.
+    bool complete() const noexcept { return need_ == 0; }
+    void reset() noexcept { *this = utf8_stream(); }
+
+private:
+    std::uint8_t need_ = 0;   // continuation bytes still expected
+    std::uint8_t low_ = 0x80;  // the range of the next continuation byte (narrower after E0, ED, F0, F4)
+    std::uint8_t high_ = 0xBF;
+};
+
 }  // namespace wsig
