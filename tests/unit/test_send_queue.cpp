@@ -1,9 +1,7 @@
-// The session's send queue (small frames copied into runs, big ones shared, order kept) and
-// the write gate that takes it into the write in flight.
+// The session's send queue: small frames copied into runs, big ones shared, order kept.
 #include "catch.hpp"
 
 #include "server/send_queue.hpp"
-#include "server/write_gate.hpp"
 
 #include <string>
 
@@ -82,49 +80,4 @@ TEST_CASE("send queue: take moves everything; the drained buffer comes back for 
     pending.push(m);
     CHECK(pending.chunks()[0].run.data() == buffer);  // no new allocation
     CHECK(joined(pending) == std::string(m->frame()));
-}
-
-// The write gate's half of the write path: what it takes from pending and how a partial write
-// leaves the rest. (Its order against Beast's writes is tested end to end: test_rfc6455_server.py,
-// the close-after-data tests of test_serve_badinput.py.)
-TEST_CASE("write gate: pending becomes the write in flight; a partial write leaves exactly the rest", "[write_gate]") {
-    wsig::detail::write_gate gate;
-    auto big = outgoing_message::text(std::string(2000, 'b'));  // shared, its own chunk
-    gate.pending().push(outgoing_message::text("a"));
-    gate.pending().push(big);
-    gate.pending().push(outgoing_message::text("c"));
-    gate.take_pending();
-    CHECK(gate.pending().empty());
-    CHECK(gate.writing().messages() == 3);
-    auto const& all = gate.gather();
-    REQUIRE(all.size() == 3);  // a run, the shared frame, a run: one iovec each
-    std::size_t const total = gate.writing().bytes();
-    CHECK(all[0].size() + all[1].size() + all[2].size() == total);
-
-    auto const first = all[0].size();
-    auto const& rest = gate.skip(first + 10);  // the kernel took the first run and 10 bytes of the frame
-    REQUIRE(rest.size() == 2);
-    CHECK(rest[0].size() == big->frame().size() - 10);
-    CHECK(static_cast<char const*>(rest[0].data()) == big->frame().data() + 10);
-    CHECK(rest[1].size() == total - first - big->frame().size());
-
-    gate.pending().push(outgoing_message::text("d"));  // queued while the write is in flight
-    gate.release_writing();
-    gate.recycle_spare();
-    CHECK(gate.writing().messages() == 0);
-    CHECK(gate.pending().messages() == 1);
-}
-
-TEST_CASE("write gate: a parked Beast write runs once, and a dropped one never", "[write_gate]") {
-    wsig::detail::write_gate gate;
-    int runs = 0;
-    gate.park([&] { ++runs; });
-    CHECK(gate.has_parked());
-    gate.run_parked();
-    CHECK(runs == 1);
-    CHECK_FALSE(gate.has_parked());
-    gate.park([&] { ++runs; });
-    gate.drop_parked();
-    CHECK_FALSE(gate.has_parked());
-    CHECK(runs == 1);
 }

@@ -7,6 +7,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
+#include <cstdint>
+
 #include <memory>
 #include <utility>
 #include <vector>
@@ -27,6 +30,19 @@ public:
     virtual void on_io(std::uint32_t events) = 0;
 };
 
+// What a loop holds and sweeps: a WebSocket session. The loop owns it (a strong reference) from
+// join() until leave(); once a second or so (sweep_period) it is told the time, for its deadlines
+// (the 101, pings, the close handshake, the drain), so no connection has a timer of its own.
+class loop_member {
+public:
+    virtual ~loop_member() = default;
+    virtual void on_sweep(std::chrono::steady_clock::time_point now) = 0;
+
+private:
+    friend class event_loop;
+    std::uint32_t member_index_ = 0;  // where the loop's table holds it
+};
+
 class event_loop {
 public:
     using executor_type = boost::asio::io_context::executor_type;
@@ -39,11 +55,25 @@ public:
     event_loop& operator=(event_loop&&) = delete;
 
     // Only on this loop's thread. Adds `fd` to the loop's epoll set (edge-triggered, in and out);
-    // `w` hears its events until unwatch() or until it is gone. Returns the key to unwatch it with.
-    std::uint64_t watch(int fd, std::weak_ptr<io_watch> w, boost::system::error_code& ec);
-    // Only on this loop's thread. Removes `fd` (still open) from the set; events already taken
-    // for it are not delivered.
-    void unwatch(int fd, std::uint64_t key) noexcept;
+    // `w` hears its events until unwatch(). `w` must stay alive until then, and until the end of
+    // the round it is unwatched in: a loop member does (leave() keeps it until the round's end).
+    void watch(int fd, io_watch* w, boost::system::error_code& ec);
+    // Only on this loop's thread. Removes `fd` (still open) from the set.
+    void unwatch(int fd) noexcept;
+
+    // Only on this loop's thread: `m` is held and swept until leave(m), which lets it go at the
+    // end of the round (an edge already taken for it may still be delivered in this round).
+    void join(std::shared_ptr<loop_member> m);
+    void leave(loop_member& m);
+    // How often members are swept (at most once a second; the server makes it finer for short
+    // ping intervals). Any thread, before run().
+    void set_sweep_period(std::chrono::milliseconds p) noexcept { sweep_period_ = p; }
+    std::size_t members() const noexcept { return members_.size(); }
+
+    // The loop's read buffer: a socket read on this loop's thread lands here and is parsed before
+    // the next read, so 10,000 connections hold no read buffer between messages.
+    static constexpr std::size_t scratch_size = std::size_t{64} * 1024;
+    char* scratch() noexcept { return scratch_.get(); }
 
     boost::asio::io_context& context() noexcept { return ioc_; }
     executor_type get_executor() noexcept { return ioc_.get_executor(); }
@@ -66,8 +96,10 @@ public:
             for (int i = 0; i < round_limit && ioc_.poll_one() > 0; ++i) {
             }
             flush_dirty();
+            left_.clear();
         }
         flush_dirty();
+        left_.clear();
         current_ = nullptr;
     }
 
@@ -77,15 +109,17 @@ public:
         ioc_.stop();
     }
 
+    // After run() returned, on the thread that ran it: lets every member go (their destructors
+    // may need the server's state, which outlives the loop).
+    void drop_members() noexcept;
+
 private:
-    struct watch_slot {
-        std::weak_ptr<io_watch> w;  // weak: a watcher may die on another thread (see epoll_socket)
-        std::uint32_t gen = 0;
-    };
     class watch_wait;  // the Asio wait on the epoll set (event_loop.cpp)
+    class sweep_timer;  // the one timer of the loop's members
 
     void arm_watches();
     void on_watches();
+    void arm_sweep();
 
     void flush_dirty() {
         while (!dirty_.empty()) {
@@ -107,13 +141,17 @@ private:
         ~owned_fd();
     };
     owned_fd epfd_;
-    std::vector<watch_slot> slots_;
-    std::vector<std::uint32_t> free_slots_;
     bool watches_armed_ = false;
+    bool sweep_armed_ = false;
+    std::chrono::milliseconds sweep_period_{1000};
+    std::unique_ptr<char[]> scratch_ = std::make_unique<char[]>(scratch_size);
+    std::vector<std::shared_ptr<loop_member>> members_;
+    std::vector<std::shared_ptr<loop_member>> left_;  // let go at the end of the round
 
     boost::asio::io_context ioc_;
     boost::asio::executor_work_guard<executor_type> work_;
     std::unique_ptr<watch_wait> wait_;
+    std::unique_ptr<sweep_timer> sweep_;
     std::vector<std::shared_ptr<flushable>> dirty_;
     std::vector<std::shared_ptr<flushable>> flushing_;
     // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): private, per thread, set only by run()

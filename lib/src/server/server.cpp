@@ -380,6 +380,11 @@ int run_server(server_options options) {
     // One loop per thread; the first also runs the listener, the signals and the external commands.
     std::vector<std::unique_ptr<event_loop>> loops;
     for (unsigned i = 0; i < threads; ++i) loops.push_back(std::make_unique<event_loop>());
+    // The sweep checks each connection's deadlines: pings need it finer than once a second.
+    if (o.ping_interval.count() > 0) {
+        auto const period = std::clamp(o.ping_interval / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+        for (auto& l : loops) l->set_sweep_period(period);
+    }
     auto& ioc = loops.front()->context();
     auto stop_loops = [&loops] {
         for (auto& l : loops) l->stop();
@@ -482,8 +487,8 @@ int run_server(server_options options) {
     loops.front()->run();
     for (auto& t : pool) t.join();
 
-    // The loop is stopped: break the cycles a parked write or read holds before everything goes.
-    for (auto const& s : st.live_sessions()) s->release_parked();
+    // The loops are stopped: the sessions they hold go, while the state they use is still here.
+    for (auto& l : loops) l->drop_members();
     st.reg.drop_cached_lists();  // sessions it alone still holds go now, while their loops exist
     st.commands.reset();         // children still running are ended and reaped before the io_context goes
     st.log.log(severity::info, "stopped");

@@ -131,8 +131,7 @@ using wsig::session_kind;
 // and what the memory budget needs to know of it.
 class live_session : public message_source {
 public:
-    virtual void abort() = 0;           // thread-safe: closes the socket now
-    virtual void release_parked() = 0;  // only after the event loop stopped
+    virtual void abort() = 0;  // thread-safe: closes the socket now
 
     struct holding {
         std::size_t bytes = 0;   // its send queue (queued and in flight) and the message it is receiving
@@ -209,27 +208,10 @@ std::string origin_form(std::string_view target);
 // True when the request asks for a WebSocket (an Upgrade: websocket or a Sec-WebSocket-Key).
 bool wants_upgrade(request const& req);
 
-// The 101 decorator: rewrites the header block in Pode's order and casing (Upgrade, Connection,
-// Sec-WebSocket-Accept, X-Pode-Signal-Client-Id, -Name, -Group when set), then Server.
-template <class Res>
-void add_signal_headers_to(Res& res, connection_info const& info) {
-    if (res.result() == http::status::switching_protocols) {
-        std::string accept(res[http::field::sec_websocket_accept]);
-        res.erase(http::field::upgrade);
-        res.erase(http::field::connection);
-        res.erase(http::field::sec_websocket_accept);
-        res.erase(http::field::server);
-        res.set(http::field::upgrade, "websocket");
-        res.set(http::field::connection, "Upgrade");
-        res.set(http::field::sec_websocket_accept, accept);
-        if (!info.name.empty()) {  // echo sockets are not signal connections
-            res.set("X-Pode-Signal-Client-Id", info.client_id);
-            res.set("X-Pode-Signal-Name", info.name);
-            if (!info.group.empty()) res.set("X-Pode-Signal-Group", info.group);
-        }
-    }
-    res.set(http::field::server, "wsig");
-}
+// The 101 that accepts `req` (whose upgrade plan_upgrade allowed): Upgrade, Connection,
+// Sec-WebSocket-Accept, X-Pode-Signal-Client-Id, -Name, -Group when set (Pode's order and casing),
+// then Server. Echo sockets are not signal connections: no X-Pode-Signal headers.
+std::string switching_protocols(request const& req, connection_info const& info);
 
 // What handle_http answers: a complete response, or (a file under --static) a response whose
 // header is complete and whose body is `file`, which the session streams (never read whole).

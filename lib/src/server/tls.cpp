@@ -1,7 +1,6 @@
 // HTTPS + WSS sessions: the session templates instantiated for a TLS stream over TCP.
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/ssl.hpp>
-#include <boost/beast/websocket/ssl.hpp>
 
 #include "server/sessions.hpp"
 

@@ -3,6 +3,8 @@
 // process caps, and plan_upgrade, which turns an upgrade request into a session to start or a refusal.
 #include "server/requests.hpp"
 #include "server/state.hpp"
+#include "util/text.hpp"
+#include "wire/frame.hpp"
 
 #include <wsig/client_id.hpp>
 #include <wsig/signing.hpp>
@@ -12,6 +14,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -192,7 +196,48 @@ std::variant<std::shared_ptr<void>, response> reserve_process(server_state& st, 
     return std::shared_ptr<void>(&st.process_count, [](std::atomic<std::size_t>* n) { --*n; });
 }
 
+// What RFC 6455 4.2.1 requires of the opening handshake: HTTP/1.1, Connection: Upgrade,
+// Upgrade: websocket, a key (24 base64 characters for its 16 bytes), version 13 (426 naming it
+// otherwise, 4.4).
+std::optional<response> refuse_handshake(request const& req) {
+    auto const key = trim(req[http::field::sec_websocket_key]);
+    if (key.empty())
+        return make_response(req, http::status::bad_request,
+                             "WebSocket upgrade request is invalid, missing Sec-WebSocket-Key header\n");
+    if (key.size() > 24)
+        return make_response(req, http::status::bad_request, "WebSocket upgrade request has an invalid Sec-WebSocket-Key\n");
+    if (req.version() != 11)
+        return make_response(req, http::status::bad_request, "a WebSocket upgrade needs HTTP/1.1\n");
+    if (!list_contains(req[http::field::connection], "upgrade"))
+        return make_response(req, http::status::bad_request, "WebSocket upgrade request is missing Connection: Upgrade\n");
+    if (!list_contains(req[http::field::upgrade], "websocket"))
+        return make_response(req, http::status::bad_request, "WebSocket upgrade request is missing Upgrade: websocket\n");
+    auto const version = trim(req[http::field::sec_websocket_version]);
+    if (version.empty())
+        return make_response(req, http::status::bad_request,
+                             "WebSocket upgrade request is missing Sec-WebSocket-Version\n");
+    if (version != "13") {
+        auto res = make_response(req, http::status::upgrade_required, "only WebSocket version 13 is supported\n");
+        res.set(http::field::sec_websocket_version, "13");
+        return res;
+    }
+    return std::nullopt;
+}
+
 }  // namespace
+
+std::string switching_protocols(request const& req, connection_info const& info) {
+    std::string out = fmt::format("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                  "Sec-WebSocket-Accept: {}\r\n",
+                                  wire::accept_key(trim(req[http::field::sec_websocket_key])));
+    if (!info.name.empty()) {
+        fmt::format_to(std::back_inserter(out), "X-Pode-Signal-Client-Id: {}\r\nX-Pode-Signal-Name: {}\r\n",
+                       info.client_id, info.name);
+        if (!info.group.empty()) fmt::format_to(std::back_inserter(out), "X-Pode-Signal-Group: {}\r\n", info.group);
+    }
+    out += "Server: wsig\r\n\r\n";
+    return out;
+}
 
 std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request const& req, tcp::endpoint const& remote) {
     if (auto r = refuse_host(st, req, remote)) return std::move(*r);
@@ -204,9 +249,7 @@ std::variant<upgrade_plan, response> plan_upgrade(server_state& st, request cons
         res.set(http::field::allow, "GET");
         return res;
     }
-    if (trim(req[http::field::sec_websocket_key]).empty())
-        return make_response(req, http::status::bad_request,
-                             "WebSocket upgrade request is invalid, missing Sec-WebSocket-Key header\n");
+    if (auto r = refuse_handshake(req)) return std::move(*r);
     if (!st.opts.allow_origins.empty() && req.count(http::field::origin) > 0) {
         auto origin = req[http::field::origin];
         bool ok = std::any_of(st.opts.allow_origins.begin(), st.opts.allow_origins.end(),
