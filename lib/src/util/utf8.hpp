@@ -29,7 +29,7 @@ public:
     void reset() noexcept { *this = utf8_stream(); }
 
 private:
-    std::uint8_t need_ = 0;   // continuation bytes still expected
+    std::uint8_t need_ = 0;    // continuation bytes still expected; 0xFF once the text failed
     std::uint8_t low_ = 0x80;  // the range of the next continuation byte (narrower after E0, ED, F0, F4)
     std::uint8_t high_ = 0xBF;
 };

@@ -79,20 +79,29 @@ public:
 private:
     enum class state : std::uint8_t { header, payload, done };
 
+    bool check_start(unsigned char b0, unsigned char b1) noexcept;
+    bool begin_frame(unsigned char const* header) noexcept;
+    bool start_payload(char*& p, char* end, frame_handler& h);
+    bool read_payload(char*& p, char* end, frame_handler& h);
+    void append_partial(char const* p, std::size_t n);
+    bool control_frame(std::string_view payload, frame_handler& h);
+    bool fail(std::uint16_t code, char const* reason) noexcept;
+    void finish() noexcept;
+
     // Implementation state; see frame_reader.cpp.
-    std::string partial_;            // a data message split across reads (empty and freed otherwise)
-    std::string control_;            // a control frame's payload split across reads (at most 125 bytes)
-    std::uint64_t max_message_;      // bytes of payload per message
+    std::string partial_;             // a data message split across reads (empty and freed otherwise)
+    std::string control_;             // a control frame's payload split across reads (at most 125 bytes)
+    std::uint64_t max_message_;       // bytes of payload per message
     std::uint64_t message_size_ = 0;  // payload bytes of the current message so far
     std::uint64_t frame_left_ = 0;    // payload bytes of the current frame not yet read
-    utf8_stream utf8_;               // the text message's validation, across frames and reads
+    utf8_stream utf8_;                // the text message's validation, across frames and reads
     read_failure failure_;
     std::uint32_t mask_key_ = 0;
-    std::uint8_t mask_offset_ = 0;   // where in the masking key the next payload byte is
-    std::uint8_t header_[14] = {};   // a frame header split across reads
+    std::uint8_t mask_offset_ = 0;  // where in the masking key the next payload byte is
+    std::uint8_t header_[14] = {};  // a frame header split across reads
     std::uint8_t header_size_ = 0;
-    std::uint8_t frame_op_ = 0;      // the current frame's opcode
-    std::uint8_t message_op_ = 0;    // the data message in progress (text or binary), 0 between messages
+    std::uint8_t frame_op_ = 0;    // the current frame's opcode
+    std::uint8_t message_op_ = 0;  // the data message in progress (text or binary), 0 between messages
     bool frame_fin_ = false;
     state state_ = state::header;
     reader_role role_;
