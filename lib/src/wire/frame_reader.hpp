@@ -72,13 +72,17 @@ public:
     // A message is being received (some of its frames or bytes are in, not all).
     bool in_message() const noexcept { return message_op_ != 0 || !partial_.empty(); }
     // The bytes the reader holds for a message split across reads (for the server's memory budget).
-    std::size_t buffered() const noexcept { return partial_.capacity() + control_.capacity(); }
+    std::size_t buffered() const noexcept { return heap_bytes(partial_) + heap_bytes(control_); }
 
     void set_max_message(std::uint64_t max_message) noexcept { max_message_ = max_message; }
 
 private:
     enum class state : std::uint8_t { header, payload, done };
 
+    // What a string holds beyond its own object (none while its text fits inside it).
+    static std::size_t heap_bytes(std::string const& s) noexcept {
+        return s.capacity() > std::string().capacity() ? s.capacity() : 0;
+    }
     bool check_start(unsigned char b0, unsigned char b1) noexcept;
     bool begin_frame(unsigned char const* header) noexcept;
     bool start_payload(char*& p, char* end, frame_handler& h);
