@@ -159,6 +159,17 @@ public:
             }
         }
         if (!leftover.empty()) rare().leftover = std::move(leftover);
+        if constexpr (!tls) {
+            // Written at once (a fresh socket's buffer has room): no outbox is made for it, so an
+            // idle connection never had one, and left no hole in the heap where it was.
+            ssize_t n = 0;
+            do n = ::send(io_.fd, handshake.data(), handshake.size(), MSG_NOSIGNAL);
+            while (n < 0 && errno == EINTR);
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                return fail_socket(error_code(errno, boost::system::system_category()), "101");
+            if (static_cast<std::size_t>(std::max<ssize_t>(n, 0)) == handshake.size()) return on_open();
+            handshake.erase(0, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));  // the rest goes through the outbox
+        }
         queue_control(std::make_shared<outgoing_message const>(opcode::text, std::move(handshake), 0));
         do_flush();
     }
