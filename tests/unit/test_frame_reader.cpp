@@ -476,3 +476,30 @@ TEST_CASE("frame_reader: close_payload") {
         feed_whole(reader_role::client, frame(fin | close_op, wsig::wire::close_payload(1011, "oops"), false));
     CHECK(o.events == std::vector<event>{{"close", "oops", 1011}});
 }
+
+TEST_CASE("frame_reader: the handler may reset the reader when it hears the close") {
+    struct resetter : recorder {
+        frame_reader* r = nullptr;
+        void on_close(std::uint16_t code, std::string_view reason) override {
+            recorder::on_close(code, reason);
+            *r = frame_reader(reader_role::client, 1024);  // a new connection under the same object
+        }
+    };
+    for (bool split : {false, true}) {
+        frame_reader r(reader_role::client, 1024);
+        resetter rec;
+        rec.r = &r;
+        std::string bytes = close_frame(1001, "a reason held past the reset", false) + frame(fin | text, "old", false);
+        if (split) {
+            REQUIRE(r.feed(bytes.data(), 5, rec));
+            CHECK_FALSE(r.feed(bytes.data() + 5, bytes.size() - 5, rec));
+        } else {
+            CHECK_FALSE(r.feed(bytes.data(), bytes.size(), rec));
+        }
+        CHECK(rec.events == std::vector<event>{{"close", "a reason held past the reset", 1001}});
+        CHECK_FALSE(r.done());  // the new reader, untouched by the old one's close
+        std::string next = frame(fin | text, "new", false);
+        CHECK(r.feed(next.data(), next.size(), rec));
+        CHECK(rec.events.back() == event{"text", "new"});
+    }
+}

@@ -4,6 +4,7 @@
 
 #include "bench/histogram.hpp"
 #include "bench/wire.hpp"
+#include "wire/frame_reader.hpp"
 
 #include <wsig/bench.hpp>
 #include <wsig/exit_code.hpp>
@@ -15,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace wsig::bench::detail {
@@ -74,6 +76,10 @@ struct shared {
     loop* publisher = nullptr;
 };
 
+// The longest message a server's reply may be: far above any benchmark payload, and what the
+// reader holds for a reply split across reads is only what has arrived.
+inline constexpr std::uint64_t max_message = 64ull << 20;
+
 enum class role : std::uint8_t { echo, sub, pub, push, connector, idle };
 enum class state : std::uint8_t { off, queued, connecting, upgrading, open, closing };
 
@@ -89,8 +95,6 @@ struct load_connection {
     bool counted_open = false;
     bool ever_open = false;
     bool push_busy = false;
-    bool in_frag = false;
-    std::uint8_t frag_op = 0;
     std::uint32_t in_flight = 0;
     std::int64_t t_start = 0;   // when the current connection attempt started
     std::int64_t deadline = 0;  // handshake or close deadline (0: none)
@@ -99,8 +103,8 @@ struct load_connection {
     std::string accept;  // the expected Sec-WebSocket-Accept
     std::string wbuf;
     std::size_t woff = 0;
-    std::string rbuf;
-    std::string frag;
+    std::string rbuf;  // an upgrade or push response head split across reads
+    wire::frame_reader reader{wire::reader_role::client, max_message};  // the server's frames, anew per connection
     std::deque<std::int64_t> sent;  // echo send times when the payload is too short to carry one
 };
 
@@ -131,6 +135,8 @@ public:
     std::atomic<std::int64_t> progress_open{0};
 
 private:
+    struct frame_events;  // the frame reader's handler for one connection (loop.cpp)
+
     shared& sh_;
     int ep_ = -1;
     int wake_fd_ = -1;
@@ -182,8 +188,8 @@ private:
     std::size_t process_push(std::uint32_t i, char const* data, std::size_t n);
     std::size_t process_frames(std::uint32_t i, char* data, std::size_t n);
     void on_open(std::uint32_t i);
-    void on_message(load_connection& c, std::uint8_t op, char const* p, std::size_t n);
-    void on_server_close(std::uint32_t i, char const* p, std::size_t n);
+    void on_message(load_connection& c, char const* p, std::size_t n);
+    void on_server_close(std::uint32_t i, std::uint16_t code, std::string_view reason);
     void on_eof(std::uint32_t i);
     void flush(std::uint32_t i);
     void arm(load_connection& c, bool out);

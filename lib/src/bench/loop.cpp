@@ -1,6 +1,6 @@
 // One event loop of `wsig bench`: non-blocking sockets on epoll, the HTTP upgrade, RFC 6455 client
-// framing (masked frames, 7/16/64-bit lengths, continuation frames, ping -> pong, close), and what
-// each mode does with a message.
+// framing (masked frames written through wire/frame.hpp, the server's frames read by
+// wire/frame_reader: fragments, ping -> pong, close), and what each mode does with a message.
 #include "bench/engine.hpp"
 
 #include <fmt/format.h>
@@ -24,11 +24,10 @@ constexpr std::uint32_t max_handshakes_in_flight = 256;  // per loop: keeps the 
 constexpr std::int64_t ms = 1'000'000;
 constexpr std::int64_t close_grace = 1000 * ms;
 constexpr std::int64_t retry_delay = 100 * ms;
-constexpr std::uint64_t max_message = 64ull << 20;
 constexpr std::uint64_t wake_key = ~0ull;
 constexpr std::size_t scratch_size = std::size_t{256} * 1024;
 
-constexpr std::uint8_t op_cont = 0x0, op_text = 0x1, op_binary = 0x2, op_close = 0x8, op_ping = 0x9, op_pong = 0xA;
+constexpr std::uint8_t op_text = 0x1, op_binary = 0x2, op_close = 0x8, op_pong = 0xA;
 
 }  // namespace
 
@@ -124,13 +123,12 @@ void loop::close_fd(load_connection& c) {
     c.out_armed = false;
     c.close_sent = false;
     c.push_busy = false;
-    c.in_frag = false;
     c.in_flight = 0;
     c.deadline = 0;
     c.wbuf.clear();
     c.woff = 0;
     c.rbuf.clear();
-    c.frag.clear();
+    c.reader = wire::frame_reader(wire::reader_role::client, max_message);
     c.sent.clear();
     if (c.wbuf.capacity() > (1u << 20)) c.wbuf.shrink_to_fit();
     if (c.rbuf.capacity() > (1u << 20)) c.rbuf.shrink_to_fit();
@@ -602,92 +600,52 @@ void loop::send_close(load_connection& c) {
     c.close_sent = true;
 }
 
+// What the frame reader finds on connection `i`, handed to the loop. Once the connection is gone
+// (a handler closed it, or it is a new connection under the same index) the rest is ignored.
+struct loop::frame_events final : wire::frame_handler {
+    loop& l;
+    std::uint32_t i;
+    std::uint32_t gen;
+
+    frame_events(loop& owner, std::uint32_t index) : l(owner), i(index), gen(owner.conns_[index].gen) {}
+    bool gone() const { return l.conns_[i].gen != gen || l.conns_[i].fd < 0; }
+
+    void on_message(opcode, std::string_view payload) override {
+        if (!gone()) l.on_message(l.conns_[i], payload.data(), payload.size());
+    }
+    void on_ping(std::string_view payload) override {
+        load_connection& c = l.conns_[i];
+        if (!gone() && c.s == state::open)
+            wire::append_masked_frame(c.wbuf, op_pong, payload.data(), payload.size(),
+                                      static_cast<std::uint32_t>(next_random(l.rng_)));
+    }
+    void on_pong(std::string_view) override {}
+    void on_close(std::uint16_t code, std::string_view reason) override {
+        if (!gone()) l.on_server_close(i, code, reason);
+    }
+};
+
 std::size_t loop::process_frames(std::uint32_t i, char* data, std::size_t n) {
     load_connection& c = conns_[i];
-    auto const gen = c.gen;
-    std::size_t pos = 0;
-    while (n - pos >= 2) {
-        std::size_t const avail = n - pos;
-        wire::frame_header fh;
-        bool const whole = wire::decode_frame_header(reinterpret_cast<unsigned char const*>(data + pos), avail, fh);
-        bool const fin = fh.fin;
-        std::uint8_t const op = fh.opcode;
-        if (fh.rsv != 0 || fh.masked) {
-            failed(i, fail::protocol,
-                   fmt::format("the server sent a frame with {}", fh.masked ? "a mask" : "reserved bits set"),
-                   exit_code::protocol);
-            return n;
-        }
-        if (!whole) break;
-        std::uint64_t const len = fh.payload_size;
-        std::size_t const h = fh.size;
-        if (len > max_message) {
-            failed(i, fail::protocol, fmt::format("the server sent a frame of {} bytes", len), exit_code::protocol);
-            return n;
-        }
-        if (avail < h + len) break;
-        char const* payload = data + pos + h;
-        auto const plen = static_cast<std::size_t>(len);
-        pos += h + plen;
-        if (op >= 0x8) {
-            if (!fin || plen > 125) {
-                failed(i, fail::protocol, "the server sent a fragmented or oversized control frame",
-                       exit_code::protocol);
-                return n;
-            }
-            if (op == op_ping) {
-                if (c.s == state::open)
-                    wire::append_masked_frame(c.wbuf, op_pong, payload, plen,
-                                              static_cast<std::uint32_t>(next_random(rng_)));
-            } else if (op == op_close) {
-                on_server_close(i, payload, plen);
-                return n;
-            } else if (op != op_pong) {
-                failed(i, fail::protocol, fmt::format("the server sent opcode {}", op), exit_code::protocol);
-                return n;
-            }
-            continue;
-        }
-        if (op == op_cont) {
-            if (!c.in_frag) {
-                failed(i, fail::protocol, "the server sent a continuation frame with no message", exit_code::protocol);
-                return n;
-            }
-            if (c.frag.size() + plen > max_message) {
-                failed(i, fail::protocol, "the server sent a message over 64 MiB", exit_code::protocol);
-                return n;
-            }
-            c.frag.append(payload, plen);
-            if (fin) {
-                c.in_frag = false;
-                std::string msg;
-                msg.swap(c.frag);
-                on_message(c, c.frag_op, msg.data(), msg.size());
-                if (c.gen != gen || c.fd < 0) return n;
-            }
-            continue;
-        }
-        if (op != op_text && op != op_binary) {
-            failed(i, fail::protocol, fmt::format("the server sent opcode {}", op), exit_code::protocol);
-            return n;
-        }
-        if (c.in_frag) {
-            failed(i, fail::protocol, "the server started a message inside a fragmented one", exit_code::protocol);
-            return n;
-        }
-        if (!fin) {
-            c.in_frag = true;
-            c.frag_op = op;
-            c.frag.assign(payload, plen);
-            continue;
-        }
-        on_message(c, op, payload, plen);
-        if (c.gen != gen || c.fd < 0) return n;
+    frame_events events(*this, i);
+    if (c.reader.feed(data, n, events) || events.gone()) return n;
+    auto const f = c.reader.failure();
+    if (f.code == 0) return n;  // the server's close, answered by on_server_close
+    // The server broke RFC 6455: say why in a close frame (7.1.7) unless ours is out, then drop it.
+    if (!c.close_sent) {
+        std::string const payload = wire::close_payload(f.code, f.reason);
+        wire::append_masked_frame(c.wbuf, op_close, payload.data(), payload.size(),
+                                  static_cast<std::uint32_t>(next_random(rng_)));
+        c.close_sent = true;
+        flush(i);
+        if (events.gone()) return n;
     }
-    return pos;
+    failed(i, fail::protocol, fmt::format("the server broke RFC 6455: {} (closed with {})", f.reason, f.code),
+           exit_code::protocol);
+    return n;
 }
 
-void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
+void loop::on_server_close(std::uint32_t i, std::uint16_t code, std::string_view reason) {
     load_connection& c = conns_[i];
     if (c.close_sent || stopping_) {
         // Our close was answered (or we are ending): the server closes TCP next; wait for it briefly.
@@ -702,17 +660,15 @@ void loop::on_server_close(std::uint32_t i, char const* p, std::size_t n) {
         if (restart) connect_or_queue(i);
         return;
     }
-    unsigned code = 1005;
-    if (n >= 2)
-        code = (static_cast<unsigned>(static_cast<unsigned char>(p[0])) << 8) | static_cast<unsigned char>(p[1]);
-    std::string reason = n > 2 ? std::string(p + 2, n - 2) : std::string();
+    std::string const what =
+        fmt::format("the server closed the connection ({}{}{})", code, reason.empty() ? "" : " ", reason);
     // Answer the close (echo the code), then drop the connection.
-    wire::append_masked_frame(c.wbuf, op_close, p, std::min<std::size_t>(n, 2),
+    std::string const answer = wire::close_payload(code, {});
+    wire::append_masked_frame(c.wbuf, op_close, answer.data(), answer.size(),
                               static_cast<std::uint32_t>(next_random(rng_)));
     flush(i);
     if (c.fd < 0) return;
-    failed(i, fail::closed,
-           fmt::format("the server closed the connection ({}{}{})", code, reason.empty() ? "" : " ", reason),
+    failed(i, fail::closed, what,
            code == 1002 || code == 1007 || code == 1009 ? exit_code::protocol : exit_code::unavailable);
 }
 
@@ -728,7 +684,7 @@ void loop::send_echo(load_connection& c) {
     ++c.in_flight;
 }
 
-void loop::on_message(load_connection& c, std::uint8_t, char const* p, std::size_t n) {
+void loop::on_message(load_connection& c, char const* p, std::size_t n) {
     switch (c.r) {
         case role::echo: {
             if (c.in_flight == 0) {

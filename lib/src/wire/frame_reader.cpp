@@ -165,9 +165,9 @@ bool frame_reader::read_payload(char*& p, char* end, frame_handler& h) {
     if (frame_left_ != 0) return true;
     state_ = state::header;
     if (is_control(frame_op_)) {
-        bool const open = control_frame(control_, h);
-        if (open) std::string().swap(control_);
-        return open;
+        if (!control_frame(control_, h)) return false;  // a close: the reader may be gone
+        std::string().swap(control_);
+        return true;
     }
     if (!frame_fin_) return true;
     if (message_op_ == op_text && !utf8_.complete()) return fail(1007, "invalid UTF-8");
@@ -210,9 +210,8 @@ bool frame_reader::control_frame(std::string_view payload, frame_handler& h) {
         return true;
     }
     if (payload.empty()) {
-        state_ = state::done;
-        h.on_close(1005, {});
         finish();
+        h.on_close(1005, {});
         return false;
     }
     if (payload.size() == 1) return fail(1002, "close payload of 1 byte");
@@ -221,9 +220,12 @@ bool frame_reader::control_frame(std::string_view payload, frame_handler& h) {
     if (!valid_close_code(code)) return fail(1002, "invalid close code");
     std::string_view const reason = payload.substr(2);
     if (!valid_utf8(reason)) return fail(1007, "invalid UTF-8 in close reason");
-    state_ = state::done;
-    h.on_close(static_cast<std::uint16_t>(code), reason);
+    // The reader is finished before the handler hears of the close, and touches nothing of itself
+    // after it: the handler may reset or destroy it there. So the reason is held on the stack.
+    char held[max_control_payload - 2];
+    std::memcpy(held, reason.data(), reason.size());
     finish();
+    h.on_close(static_cast<std::uint16_t>(code), std::string_view(held, reason.size()));
     return false;
 }
 

@@ -44,7 +44,8 @@ public:
     virtual void on_ping(std::string_view payload) = 0;
     virtual void on_pong(std::string_view payload) = 0;
     // The peer's close frame: `code` is 1005 when it carried no payload (RFC 6455 7.1.5); `reason`
-    // is valid UTF-8. The reader takes nothing after it.
+    // is valid UTF-8. The reader takes nothing after it, and touches nothing of itself once it has
+    // called on_close: the handler may reset or destroy the reader there (and only there).
     virtual void on_close(std::uint16_t code, std::string_view reason) = 0;
 };
 
