@@ -82,8 +82,9 @@ public:
     static event_loop* current() noexcept { return current_; }
     bool running_here() const noexcept { return current_ == this; }
 
-    // Only on this loop's thread: `s` is flushed at the end of the current round.
-    void mark_dirty(std::shared_ptr<flushable> s) { dirty_.push_back(std::move(s)); }
+    // Only on this loop's thread: `s` is flushed at the end of the current round. `s` is a member
+    // of this loop (alive until the end of the round it leaves in), so no reference is taken.
+    void mark_dirty(flushable* s) { dirty_.push_back(s); }
 
     // Runs until stop(). A round is one handler (waiting for it if none is ready), then up to
     // `round_limit` more that are ready without waiting, then the flush of every dirty session.
@@ -124,7 +125,7 @@ private:
     void flush_dirty() {
         while (!dirty_.empty()) {
             flushing_.swap(dirty_);
-            for (auto& s : flushing_) s->flush_now();
+            for (auto* s : flushing_) s->flush_now();
             flushing_.clear();
         }
     }
@@ -152,8 +153,8 @@ private:
     boost::asio::executor_work_guard<executor_type> work_;
     std::unique_ptr<watch_wait> wait_;
     std::unique_ptr<sweep_timer> sweep_;
-    std::vector<std::shared_ptr<flushable>> dirty_;
-    std::vector<std::shared_ptr<flushable>> flushing_;
+    std::vector<flushable*> dirty_;
+    std::vector<flushable*> flushing_;
     // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): private, per thread, set only by run()
     static inline thread_local event_loop* current_ = nullptr;
 };

@@ -347,6 +347,7 @@ int run_server(server_options options) {
     using namespace detail;
     unsigned threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
     server_state st(std::move(options));
+    st.loops = threads;
     auto const& o = st.opts;
 
     std::optional<ssl::context> tls;

@@ -151,6 +151,7 @@ struct server_state {
     registry reg;
     metrics stats;
     std::atomic<std::size_t> ws_count{0};
+    unsigned loops = 1;  // event loops (threads): with one, every session call is on its thread
     // Live local-route processes (--max-processes): taken in plan_upgrade, given back once reaped.
     std::atomic<std::size_t> process_count{0};
     bool loopback_bound = false;  // the listener's address is loopback (set before it accepts)
