@@ -148,3 +148,44 @@ TEST_CASE("router: the demo's [date] goes to everyone on Msg, only on the demo s
     f.route(wsig::session_kind::demo, R"({"message":"[date]","direct":true})");
     CHECK(f.a->received.back() == "[date]");
 }
+
+TEST_CASE("router: a read's broadcasts to one Name are corked into one block, in order") {
+    fixture f;
+    {
+        wsig::broadcast_batch batch;
+        for (auto const* m : {"1", "2", "3"})
+            f.router.route(*f.a, wsig::session_kind::signal, nullptr,
+                           std::string(R"({"message":")") + m + R"(","path":"Msg"})", false, &batch);
+        CHECK(f.b->received.empty());  // waiting in the batch
+        batch.flush();
+    }
+    // One block of three frames, each a whole unmasked text frame.
+    REQUIRE(f.b->received.size() == 1);
+    auto const& block = f.b->received[0];
+    CHECK(block == std::string("\x81\x01"
+                               "1"
+                               "\x81\x01"
+                               "2"
+                               "\x81\x01"
+                               "3",
+                               9));
+    CHECK(f.a->received == f.b->received);  // the sender is of the Name: it gets them too
+    CHECK(f.c->received.empty());
+}
+
+TEST_CASE("router: anything else a read does sends the batch first, so order holds") {
+    fixture f;
+    wsig::broadcast_batch batch;
+    auto route = [&](std::string_view data) {
+        f.router.route(*f.a, wsig::session_kind::signal, nullptr, data, false, &batch);
+    };
+    route(R"({"message":"to all","path":"Msg"})");
+    route(R"({"message":"to me","direct":true})");  // direct: the batch goes first
+    CHECK(f.a->received == strings{"to all", "to me"});
+    route(R"({"message":"red only","path":"Msg","group":"red"})");  // a filtered list: a batch of its own
+    route(R"({"message":"chat","path":"Chat"})");                   // another Name: the batch goes
+    batch.flush();
+    CHECK(f.a->received == strings{"to all", "to me", "red only"});
+    CHECK(f.b->received == strings{"to all"});
+    CHECK(f.c->received == strings{"chat"});
+}

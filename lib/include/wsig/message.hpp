@@ -24,16 +24,24 @@ public:
         return make(opcode::binary, payload);
     }
 
+    // Frames already built, back to back, sent as one block: `count` messages (a batch of
+    // broadcasts, router.hpp) or the bytes of a handshake (count 0). payload() is all of it.
+    static std::shared_ptr<outgoing_message const> frames(std::string bytes, std::size_t count) {
+        return std::make_shared<outgoing_message const>(opcode::text, std::move(bytes), 0, count);
+    }
+
     std::string_view frame() const noexcept { return bytes_; }  // ready for the socket
     std::string_view payload() const noexcept { return std::string_view(bytes_).substr(header_size_); }
     opcode op() const noexcept { return op_; }
+    std::size_t messages() const noexcept { return messages_; }  // the messages frame() holds
 
-    outgoing_message(opcode op, std::string bytes, std::size_t header_size)
-        : bytes_(std::move(bytes)), header_size_(header_size), op_(op) {}
+    outgoing_message(opcode op, std::string bytes, std::size_t header_size, std::size_t messages = 1)
+        : bytes_(std::move(bytes)), header_size_(header_size), messages_(messages), op_(op) {}
 
 private:
     std::string bytes_;
     std::size_t header_size_;
+    std::size_t messages_;
     opcode op_;
 };
 

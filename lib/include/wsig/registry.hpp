@@ -79,6 +79,8 @@ public:
     list::const_iterator end() const noexcept { return items().end(); }
     std::size_t size() const noexcept { return items().size(); }
     bool empty() const noexcept { return items().empty(); }
+    // Both are the same shared list (a Name's cached one), so the same connections.
+    bool same_list(recipients const& other) const noexcept { return list_ && list_ == other.list_; }
 
 private:
     std::shared_ptr<list const> list_;

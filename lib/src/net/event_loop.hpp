@@ -115,7 +115,7 @@ public:
     void drop_members() noexcept;
 
 private:
-    class watch_wait;  // the Asio wait on the epoll set (event_loop.cpp)
+    class watch_wait;   // the Asio wait on the epoll set (event_loop.cpp)
     class sweep_timer;  // the one timer of the loop's members
 
     void arm_watches();

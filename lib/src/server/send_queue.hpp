@@ -39,9 +39,9 @@ public:
     void push(message_ptr const& m) {
         auto const frame = m->frame();
         bytes_ += frame.size();
-        ++messages_;
+        messages_ += m->messages();
         if (frame.size() > copy_limit) {
-            chunks_.push_back(chunk{m, {}, 1});
+            chunks_.push_back(chunk{m, {}, m->messages()});
             return;
         }
         if (chunks_.empty() || chunks_.back().shared || chunks_.back().run.size() + frame.size() > run_limit) {
@@ -49,7 +49,7 @@ public:
             spare_.clear();
         }
         chunks_.back().run.append(frame);
-        ++chunks_.back().messages;
+        chunks_.back().messages += m->messages();
     }
 
     // Moves everything into `out` (empty) and leaves this queue empty.

@@ -383,7 +383,8 @@ int run_server(server_options options) {
     for (unsigned i = 0; i < threads; ++i) loops.push_back(std::make_unique<event_loop>());
     // The sweep checks each connection's deadlines: pings need it finer than once a second.
     if (o.ping_interval.count() > 0) {
-        auto const period = std::clamp(o.ping_interval / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+        auto const period =
+            std::clamp(o.ping_interval / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
         for (auto& l : loops) l->set_sweep_period(period);
     }
     auto& ioc = loops.front()->context();

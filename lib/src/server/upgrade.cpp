@@ -14,9 +14,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <iterator>
 #include <optional>
-#include <chrono>
 #include <string>
 #include <utility>
 
@@ -205,13 +205,16 @@ std::optional<response> refuse_handshake(request const& req) {
         return make_response(req, http::status::bad_request,
                              "WebSocket upgrade request is invalid, missing Sec-WebSocket-Key header\n");
     if (key.size() > 24)
-        return make_response(req, http::status::bad_request, "WebSocket upgrade request has an invalid Sec-WebSocket-Key\n");
+        return make_response(req, http::status::bad_request,
+                             "WebSocket upgrade request has an invalid Sec-WebSocket-Key\n");
     if (req.version() != 11)
         return make_response(req, http::status::bad_request, "a WebSocket upgrade needs HTTP/1.1\n");
     if (!list_contains(req[http::field::connection], "upgrade"))
-        return make_response(req, http::status::bad_request, "WebSocket upgrade request is missing Connection: Upgrade\n");
+        return make_response(req, http::status::bad_request,
+                             "WebSocket upgrade request is missing Connection: Upgrade\n");
     if (!list_contains(req[http::field::upgrade], "websocket"))
-        return make_response(req, http::status::bad_request, "WebSocket upgrade request is missing Upgrade: websocket\n");
+        return make_response(req, http::status::bad_request,
+                             "WebSocket upgrade request is missing Upgrade: websocket\n");
     auto const version = trim(req[http::field::sec_websocket_version]);
     if (version.empty())
         return make_response(req, http::status::bad_request,
@@ -227,9 +230,10 @@ std::optional<response> refuse_handshake(request const& req) {
 }  // namespace
 
 std::string switching_protocols(request const& req, connection_info const& info) {
-    std::string out = fmt::format("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                  "Sec-WebSocket-Accept: {}\r\n",
-                                  wire::accept_key(trim(req[http::field::sec_websocket_key])));
+    std::string out = fmt::format(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: {}\r\n",
+        wire::accept_key(trim(req[http::field::sec_websocket_key])));
     if (!info.name.empty()) {
         fmt::format_to(std::back_inserter(out), "X-Pode-Signal-Client-Id: {}\r\nX-Pode-Signal-Name: {}\r\n",
                        info.client_id, info.name);

@@ -57,8 +57,8 @@ using error_code = boost::system::error_code;
 // Quiet on the ways a connection is expected to end.
 inline bool expected_socket_ending(error_code const& ec) {
     return ec == net::error::operation_aborted || ec == net::error::eof || ec == net::error::connection_reset ||
-           ec == net::error::broken_pipe || ec == net::ssl::error::stream_truncated || ec == net::error::not_connected ||
-           ec == net::error::bad_descriptor || ec == net::error::timed_out;
+           ec == net::error::broken_pipe || ec == net::ssl::error::stream_truncated ||
+           ec == net::error::not_connected || ec == net::error::bad_descriptor || ec == net::error::timed_out;
 }
 
 // A session's lock: a mutex when the server runs more than one loop (a send may come from another
@@ -132,8 +132,8 @@ public:
           loop_(loop),
           io_(std::move(transport)),
           info_(std::move(plan.info)),
-          reader_(wire::reader_role::server, plan.kind == session_kind::echo ? st.opts.echo_max_message_size
-                                                                             : st.opts.max_message_size),
+          reader_(wire::reader_role::server,
+                  plan.kind == session_kind::echo ? st.opts.echo_max_message_size : st.opts.max_message_size),
           kind_(plan.kind) {
         if (!plan.exec.empty()) {
             auto& x = rare();
@@ -188,7 +188,7 @@ public:
             if (static_cast<std::size_t>(std::max<ssize_t>(n, 0)) == handshake.size()) return on_open();
             handshake.erase(0, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));  // the rest goes through the outbox
         }
-        queue_control(std::make_shared<outgoing_message const>(opcode::text, std::move(handshake), 0));
+        queue_control(outgoing_message::frames(std::move(handshake), 0));
         do_flush();
     }
 
@@ -206,13 +206,13 @@ public:
         {
             std::lock_guard lock(mutex_);
             if (closing_) {
-                st_.stats.count_dropped(drop_cause::closing);
+                st_.stats.count_dropped(drop_cause::closing, m->messages());
                 return send_status::dropped_closing;
             }
             auto const pending = out_ ? out_->pending.bytes() : 0;
             if (in_flight_ && refused_ + pending + size > st_.opts.send_queue) {
-                ++st_.stats.messages_dropped;
-                st_.stats.count_dropped(drop_cause::backpressure);
+                st_.stats.messages_dropped += m->messages();
+                st_.stats.count_dropped(drop_cause::backpressure, m->messages());
                 if (st_.opts.slow_client != slow_client_policy::drop)
                     drop_pending_and_close_locked(1008, "too slow", "send queue full", drop_cause::backpressure);
                 return send_status::dropped_backpressure;
@@ -246,9 +246,8 @@ public:
             std::lock_guard lock(mutex_);
             closing_ = true;
         }
-        net::post(loop_.get_executor(), [self = this->shared_from_this(), code, r = std::move(reason)] {
-            self->do_close(code, r);
-        });
+        net::post(loop_.get_executor(),
+                  [self = this->shared_from_this(), code, r = std::move(reason)] { self->do_close(code, r); });
     }
 
     void abort() override {
@@ -293,12 +292,12 @@ private:
     // What few connections need, in a block of its own: a local route's process, a close's words,
     // what followed the upgrade request.
     struct rare_parts {
-        std::string exec;                    // a local route's command
-        std::shared_ptr<void> process_slot;  // its --max-processes slot, handed to the process at start
+        std::string exec;                      // a local route's command
+        std::shared_ptr<void> process_slot;    // its --max-processes slot, handed to the process at start
         std::shared_ptr<local_process> local;  // its process, while the connection lives
-        std::string our_reason;              // the reason of the close we asked for
-        std::string peer_reason;             // the reason of the peer's close frame
-        std::string leftover;                // bytes after the upgrade request, read with it
+        std::string our_reason;                // the reason of the close we asked for
+        std::string peer_reason;               // the reason of the peer's close frame
+        std::string leftover;                  // bytes after the upgrade request, read with it
     };
     rare_parts& rare() {
         if (!rare_) rare_ = std::make_unique<rare_parts>();
@@ -308,9 +307,9 @@ private:
     // The frames queued for the socket and the write in flight; allocated by the first frame,
     // freed by the sweep once drained, so an idle connection holds none.
     struct outbox {
-        send_queue pending;  // under mutex_
-        send_queue writing;  // the write in flight (loop only)
-        std::vector<iovec> iov;  // plain: what is left of it
+        send_queue pending;                      // under mutex_
+        send_queue writing;                      // the write in flight (loop only)
+        std::vector<iovec> iov;                  // plain: what is left of it
         std::vector<net::const_buffer> buffers;  // TLS: all of it
         std::size_t first = 0;                   // plain: the first iovec not yet written
     };
@@ -361,7 +360,14 @@ private:
         }
         if (reserve) st_.hold(reserve);
     }
-    void queue_control_frame(opcode op, std::string_view payload) { queue_control(outgoing_message::make(op, payload)); }
+    // A pong, ping or close: bytes on the wire, not a message of the metrics.
+    void queue_control_frame(opcode op, std::string_view payload) {
+        unsigned char header[wire::max_frame_header];
+        auto const n = wire::encode_frame_header(header, static_cast<std::uint8_t>(op), payload.size());
+        std::string bytes(reinterpret_cast<char const*>(header), n);
+        bytes.append(payload);
+        queue_control(outgoing_message::frames(std::move(bytes), 0));
+    }
 
     // Under mutex_: the memory budget (server_state::hold) covers the queue in whole blocks; the
     // blocks to add now. release_reserve_locked gives back what the drained queue no longer needs.
@@ -532,16 +538,20 @@ private:
             return;
         }
         if (reader_.done()) return;  // after the peer's close or a failure: nothing more is read
+        broadcast_batch batch;       // the read's broadcasts to one Name leave together (router.hpp)
+        batch_ = &batch;
         if (!reader_.feed(data, n, *this)) {
             if (auto f = reader_.failure(); f.code != 0) fail_protocol(f.code, f.reason);
         }
+        batch_ = nullptr;
+        batch.flush();
         set_receiving(reader_.buffered());
     }
 
     // frame_handler
     void on_message(opcode op, std::string_view payload) override {
         ++st_.stats.messages_received;
-        st_.router.route(*this, kind_, rare_ ? rare_->local.get() : nullptr, payload, op == opcode::binary);
+        st_.router.route(*this, kind_, rare_ ? rare_->local.get() : nullptr, payload, op == opcode::binary, batch_);
     }
 
     void on_ping(std::string_view payload) override {
@@ -553,6 +563,7 @@ private:
     void on_pong(std::string_view) override {}
 
     void on_close(std::uint16_t code, std::string_view reason) override {
+        if (batch_) batch_->flush();  // what it sent before its close goes first (to itself too)
         peer_code_ = code;
         if (!reason.empty()) rare().peer_reason = std::string(reason);
         switch (state_) {
@@ -571,6 +582,7 @@ private:
     void fail_protocol(std::uint16_t code, char const* reason) {
         warn(fmt::format("{} {}: closing with {}: {}", info_.remote, log_value(info_.path), code, reason));
         failed_code_ = code;
+        if (batch_) batch_->flush();  // what it sent before the bad frame goes first (to itself too)
         if (state_ == ws_state::open) return queue_close(wire::close_payload(code, reason));
         if (state_ == ws_state::close_sent) start_drain();  // closing: the drain follows our close's write
     }
@@ -595,7 +607,7 @@ private:
 
     void start_close() {
         if (state_ != ws_state::open) return;
-        queue_close(wire::close_payload(requested_code_, rare_ ? std::string_view(rare_->our_reason) : "")); 
+        queue_close(wire::close_payload(requested_code_, rare_ ? std::string_view(rare_->our_reason) : ""));
     }
 
     void queue_close(std::string payload) {
@@ -689,7 +701,10 @@ private:
         if (give) st_.release(give);
         set_receiving(0);
         // The peer's code when its close came, else the one we failed or closed with, else 1006.
-        std::uint16_t const code = peer_code_ ? peer_code_ : failed_code_ ? failed_code_ : requested_code_ ? requested_code_ : 1006;
+        std::uint16_t const code = peer_code_        ? peer_code_
+                                   : failed_code_    ? failed_code_
+                                   : requested_code_ ? requested_code_
+                                                     : 1006;
         st_.stats.count_close(code);
         st_.reg.remove(*this);
         if (rare_ && rare_->local) rare_->local->on_client_gone();
@@ -772,8 +787,9 @@ private:
             msghdr msg{};
             msg.msg_iov = o.iov.data() + o.first;
             msg.msg_iovlen = std::min<std::size_t>(o.iov.size() - o.first, IOV_MAX);
-            ssize_t const r = msg.msg_iovlen == 1 ? ::send(io_.fd, msg.msg_iov[0].iov_base, msg.msg_iov[0].iov_len, MSG_NOSIGNAL)
-                                                  : ::sendmsg(io_.fd, &msg, MSG_NOSIGNAL);
+            ssize_t const r = msg.msg_iovlen == 1
+                                  ? ::send(io_.fd, msg.msg_iov[0].iov_base, msg.msg_iov[0].iov_len, MSG_NOSIGNAL)
+                                  : ::sendmsg(io_.fd, &msg, MSG_NOSIGNAL);
             if (r < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -849,12 +865,12 @@ private:
     // Shared with other threads (send/close), under mutex_; next to st_ and loop_, so that a send
     // to a session that keeps up touches one or two of its cache lines.
     std::unique_ptr<outbox> out_;
-    std::size_t queued_bytes_ = 0;     // pending plus in flight
-    std::size_t reserved_ = 0;         // of the memory budget, for queued_bytes_ (whole blocks)
-    std::size_t refused_ = 0;          // of the write in flight, what the kernel did not take at once
-    bool in_flight_ = false;           // a write is in flight
-    bool flush_scheduled_ = false;     // marked dirty on the loop (or on its way there)
-    bool closing_ = false;             // no more sends accepted: a close asked for, or finished
+    std::size_t queued_bytes_ = 0;  // pending plus in flight
+    std::size_t reserved_ = 0;      // of the memory budget, for queued_bytes_ (whole blocks)
+    std::size_t refused_ = 0;       // of the write in flight, what the kernel did not take at once
+    bool in_flight_ = false;        // a write is in flight
+    bool flush_scheduled_ = false;  // marked dirty on the loop (or on its way there)
+    bool closing_ = false;          // no more sends accepted: a close asked for, or finished
     session_mutex mutex_{st_.loops > 1};
     std::size_t receiving_bytes_ = 0;  // of a message not yet complete, also in the budget
 
@@ -863,10 +879,12 @@ private:
     wire::frame_reader reader_;
     clock::time_point deadline_{};  // of the current state: the 101, the next ping, the close, the drain
     std::unique_ptr<rare_parts> rare_;
-    std::unique_ptr<log_limiter> warnings_;  // this connection's warnings and its process's lines (under mutex_ once made)
+    broadcast_batch* batch_ = nullptr;  // during a read: where its broadcasts collect
+    std::unique_ptr<log_limiter>
+        warnings_;  // this connection's warnings and its process's lines (under mutex_ once made)
 
     // Only on the session's loop.
-    std::size_t drained_ = 0;           // bytes dropped while draining
+    std::size_t drained_ = 0;  // bytes dropped while draining
     session_kind kind_;
     ws_state state_ = ws_state::handshaking;
     std::uint16_t requested_code_ = 0;  // the close asked for (ours, or our answer to the peer's)

@@ -12,13 +12,41 @@
 
 namespace wsig {
 
+void broadcast_batch::add(recipients to, message_ptr const& m) {
+    if (count_ > 0 && (!to.same_list(to_) || frames_.size() + m->frame().size() > max_bytes)) flush();
+    if (count_ == 0) {
+        to_ = std::move(to);
+        first_ = m;
+    } else {
+        if (count_ == 1) frames_.assign(first_->frame());
+        frames_.append(m->frame());
+        first_.reset();
+    }
+    count_ += m->messages();
+}
+
+void broadcast_batch::flush() {
+    if (count_ == 0) return;
+    auto const m = first_ ? std::move(first_) : outgoing_message::frames(std::move(frames_), count_);
+    for (auto const& c : to_) c->send(m);
+    to_ = {};
+    first_.reset();
+    frames_ = {};
+    count_ = 0;
+}
+
 void router::route(message_source& from, session_kind kind, local_route_target* local, std::string_view data,
-                   bool binary) const {
+                   bool binary, broadcast_batch* batch) const {
+    // What this message does goes after what the batch holds; only a broadcast may join it.
+    auto const flush = [batch] {
+        if (batch) batch->flush();
+    };
     if (local) {  // a local route's messages go to its process only
         local->on_client_message(data);
         return;
     }
     if (kind == session_kind::echo) {
+        flush();
         from.send(outgoing_message::make(binary ? opcode::binary : opcode::text, data));
         return;
     }
@@ -30,16 +58,19 @@ void router::route(message_source& from, session_kind kind, local_route_target* 
     }
     // A signal route takes every message of its sockets: nothing is auto-routed (Pode's rule).
     if (signal_routes_ && signal_routes_->routes(info.path)) {
+        flush();
         signal_routes_->on_message(from.self(), info.path, std::move(*env));
         return;
     }
     if (kind == session_kind::demo && !env->direct && env->message.is_string() &&
         iequals(env->message.get_ref<std::string const&>(), "[date]")) {
+        flush();
         send_date(from);
         return;
     }
     auto msg = outgoing_message::text(payload_text(env->message));
     if (env->direct) {
+        flush();
         from.send(msg);
         return;
     }
@@ -52,6 +83,7 @@ void router::route(message_source& from, session_kind kind, local_route_target* 
         report_(from, unrouted::refused, targets.error().message);
         return;
     }
+    if (batch) return batch->add(std::move(*targets), msg);
     for (auto const& c : *targets) c->send(msg);
 }
 

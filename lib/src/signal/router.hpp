@@ -45,6 +45,33 @@ public:
 enum class unrouted { bad_envelope, refused, date_refused };
 using unrouted_report = void (*)(message_source& from, unrouted why, std::string_view detail);
 
+// The broadcasts of one read, corked: consecutive messages of one sender whose recipients are the
+// same cached list (a whole Name) are framed back to back and sent once, as one block, so each
+// recipient queues one entry (one reference, one iovec) instead of one per message. Order is kept:
+// any other outcome of the router sends what was collected first, and so does flush(), which the
+// session calls after each read. Only on the sender's thread.
+class broadcast_batch {
+public:
+    broadcast_batch() = default;
+    broadcast_batch(broadcast_batch const&) = delete;
+    broadcast_batch& operator=(broadcast_batch const&) = delete;
+    broadcast_batch(broadcast_batch&&) = delete;
+    broadcast_batch& operator=(broadcast_batch&&) = delete;
+    ~broadcast_batch() { flush(); }
+
+    // `m` for `to`: joins the batch when `to` is its list, else the batch goes and `m` starts one.
+    void add(recipients to, message_ptr const& m);
+    // Sends what was collected.
+    void flush();
+
+private:
+    static constexpr std::size_t max_bytes = std::size_t{64} * 1024;  // a batch is sent before it grows past this
+    recipients to_;
+    message_ptr first_;   // the batch's only message, while it has one
+    std::string frames_;  // their frames back to back, once it has two
+    std::size_t count_ = 0;
+};
+
 class router {
 public:
     router(registry const& reg, broadcast_levels const& levels, std::size_t max_json_depth, unrouted_report report)
@@ -54,9 +81,10 @@ public:
     void attach(signal_route_target* signal_routes) noexcept { signal_routes_ = signal_routes; }
 
     // One complete client message on a socket of `kind` (`local`: its process, when it has one).
-    // Thread-safe. Messages go out in the order of the calls for each recipient.
-    void route(message_source& from, session_kind kind, local_route_target* local, std::string_view data,
-               bool binary) const;
+    // Thread-safe. Messages go out in the order of the calls for each recipient. With `batch`, a
+    // broadcast may wait in it (until its flush) to go out together with the next ones.
+    void route(message_source& from, session_kind kind, local_route_target* local, std::string_view data, bool binary,
+               broadcast_batch* batch = nullptr) const;
 
 private:
     void send_date(message_source& from) const;
