@@ -90,7 +90,7 @@ void event_loop::arm_sweep() {
     });
 }
 
-void event_loop::watch(int fd, io_watch* w, boost::system::error_code& ec) {
+void event_loop::watch(int fd, loop_member* w, boost::system::error_code& ec) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.ptr = w;
@@ -126,7 +126,7 @@ void event_loop::on_watches() {
     int const n = ::epoll_wait(epfd_.fd, events.data(), static_cast<int>(events.size()), 0);
     for (int i = 0; i < n; ++i) {
         auto const& e = events[static_cast<std::size_t>(i)];
-        static_cast<io_watch*>(e.data.ptr)->on_io(e.events);
+        static_cast<loop_member*>(e.data.ptr)->on_io(e.events);
     }
     arm_watches();  // fires again at once when edges are left
 }

@@ -16,26 +16,15 @@
 
 namespace wsig::detail {
 
-// A session whose queued frames the loop writes out at the end of the round.
-class flushable {
-public:
-    virtual ~flushable() = default;
-    virtual void flush_now() = 0;
-};
-
-// A descriptor in the loop's own epoll set: told the epoll events of each edge, on the loop's thread.
-class io_watch {
-public:
-    virtual ~io_watch() = default;
-    virtual void on_io(std::uint32_t events) = 0;
-};
-
-// What a loop holds and sweeps: a WebSocket session. The loop owns it (a strong reference) from
-// join() until leave(); once a second or so (sweep_period) it is told the time, for its deadlines
-// (the 101, pings, the close handshake, the drain), so no connection has a timer of its own.
+// What a loop holds: a WebSocket session. The loop owns it (a strong reference) from join()
+// until leave(); it hears the epoll edges of the descriptor it watches, writes at the end of a
+// round it was marked dirty in, and once a second or so (the sweep) is told the time, for its
+// deadlines (the 101, pings, the close handshake, the drain), so no connection has a timer.
 class loop_member {
 public:
     virtual ~loop_member() = default;
+    virtual void on_io(std::uint32_t events) = 0;  // an edge (epoll events) of its watched descriptor
+    virtual void flush_now() = 0;                  // the end of a round it was marked dirty in
     virtual void on_sweep(std::chrono::steady_clock::time_point now) = 0;
 
 private:
@@ -57,7 +46,7 @@ public:
     // Only on this loop's thread. Adds `fd` to the loop's epoll set (edge-triggered, in and out);
     // `w` hears its events until unwatch(). `w` must stay alive until then, and until the end of
     // the round it is unwatched in: a loop member does (leave() keeps it until the round's end).
-    void watch(int fd, io_watch* w, boost::system::error_code& ec);
+    void watch(int fd, loop_member* w, boost::system::error_code& ec);
     // Only on this loop's thread. Removes `fd` (still open) from the set.
     void unwatch(int fd) noexcept;
 
@@ -84,7 +73,7 @@ public:
 
     // Only on this loop's thread: `s` is flushed at the end of the current round. `s` is a member
     // of this loop (alive until the end of the round it leaves in), so no reference is taken.
-    void mark_dirty(flushable* s) { dirty_.push_back(s); }
+    void mark_dirty(loop_member* s) { dirty_.push_back(s); }
 
     // Runs until stop(). A round is one handler (waiting for it if none is ready), then up to
     // `round_limit` more that are ready without waiting, then the flush of every dirty session.
@@ -153,8 +142,8 @@ private:
     boost::asio::executor_work_guard<executor_type> work_;
     std::unique_ptr<watch_wait> wait_;
     std::unique_ptr<sweep_timer> sweep_;
-    std::vector<flushable*> dirty_;
-    std::vector<flushable*> flushing_;
+    std::vector<loop_member*> dirty_;
+    std::vector<loop_member*> flushing_;
     // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): private, per thread, set only by run()
     static inline thread_local event_loop* current_ = nullptr;
 };

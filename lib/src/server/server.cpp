@@ -183,21 +183,31 @@ std::string redact_id(std::string_view id) {
     return fmt::format("{}...", id.substr(0, 12));
 }
 
-void server_state::add_live(std::shared_ptr<live_session> const& s) {
+void server_state::add_live(live_session& s) {
     std::lock_guard lock(live_mutex);
-    live.emplace(s.get(), s);
+    s.live_next_ = live;
+    if (live) live->live_prev_ = &s;
+    live = &s;
 }
 
-void server_state::remove_live(live_session const* s) {
+void server_state::remove_live(live_session& s) {
     std::lock_guard lock(live_mutex);
-    live.erase(s);
+    if (live != &s && !s.live_prev_) return;  // never added
+    if (s.live_prev_)
+        s.live_prev_->live_next_ = s.live_next_;
+    else
+        live = s.live_next_;
+    if (s.live_next_) s.live_next_->live_prev_ = s.live_prev_;
+    s.live_prev_ = s.live_next_ = nullptr;
 }
 
+// A session being destroyed is still listed until its destructor takes live_mutex: its
+// shared_live() is null then, and it is skipped.
 std::vector<std::shared_ptr<live_session>> server_state::live_sessions() {
     std::vector<std::shared_ptr<live_session>> out;
     std::lock_guard lock(live_mutex);
-    for (auto const& [p, w] : live)
-        if (auto s = w.lock()) out.push_back(std::move(s));
+    for (auto* s = live; s; s = s->live_next_)
+        if (auto p = s->shared_live()) out.push_back(std::move(p));
     return out;
 }
 

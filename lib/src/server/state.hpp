@@ -25,7 +25,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <variant>
 
@@ -140,6 +139,13 @@ public:
     virtual holding held() = 0;  // thread-safe
     // Thread-safe: drops what it has queued and closes with 1008, to bring the memory budget back.
     virtual void shed() = 0;
+    // This session as shared, or null once its last owner let go (it is being destroyed).
+    virtual std::shared_ptr<live_session> shared_live() = 0;
+
+private:
+    friend struct server_state;
+    live_session* live_prev_ = nullptr;  // the server's list of live sessions (server_state::live),
+    live_session* live_next_ = nullptr;  // through the sessions themselves: nothing allocated per one
 };
 
 // The router's warning for a message that reached no one, logged through the sender's limiter.
@@ -164,7 +170,7 @@ struct server_state {
     wsig::router router;  // where each client message goes
 
     std::mutex live_mutex;
-    std::unordered_map<live_session const*, std::weak_ptr<live_session>> live;
+    live_session* live = nullptr;  // the first of the live sessions (each removes itself as it dies)
 
     // The memory budget (--max-queued-total): bytes held for all sessions together. A session
     // reserves it in blocks (budget_block) as its queue grows and gives it back as it drains, so a
@@ -187,8 +193,8 @@ struct server_state {
           log(opts.log_format, opts.log_level),
           router(reg, opts.levels, opts.max_json_depth, report_unrouted) {}
 
-    void add_live(std::shared_ptr<live_session> const& s);
-    void remove_live(live_session const* s);
+    void add_live(live_session& s);
+    void remove_live(live_session& s);
     std::vector<std::shared_ptr<live_session>> live_sessions();
 };
 

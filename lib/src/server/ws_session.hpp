@@ -118,8 +118,6 @@ constexpr bool legal_transition(ws_state from, ws_state to) noexcept {
 
 template <class Transport>
 class ws_session final : public live_session,
-                         public flushable,
-                         public io_watch,
                          public loop_member,
                          public wire::frame_handler,
                          public std::enable_shared_from_this<ws_session<Transport>> {
@@ -149,7 +147,7 @@ public:
 
     ~ws_session() override {
         st_.reg.remove(*this);
-        st_.remove_live(this);
+        st_.remove_live(*this);
         st_.release(reserved_ + receiving_bytes_);
         if constexpr (!tls) {
             if (io_.fd >= 0) ::close(io_.fd);  // at exit only: a session that finished closed it
@@ -161,7 +159,7 @@ public:
     // the 101 (`handshake`); `leftover` is what the client sent after its request in the same read.
     void run(std::string handshake, std::string leftover) {
         auto self = this->shared_from_this();
-        st_.add_live(self);
+        st_.add_live(*this);
         // ws_count was taken by plan_upgrade (the --max-connections reservation); finish() gives it back.
         if (kind_ != session_kind::echo) {
             if (auto old = st_.reg.add(self)) old->close(1000, "replaced");
@@ -194,6 +192,7 @@ public:
 
     connection_info const& info() const noexcept override { return info_; }
     connection_ptr self() override { return this->shared_from_this(); }
+    std::shared_ptr<live_session> shared_live() override { return this->weak_from_this().lock(); }
 
     // Queues `m` for the end of the loop's round. Only what the client is behind counts against
     // --send-queue: the bytes the kernel refused of the write in flight, and what was queued since.
@@ -238,7 +237,7 @@ public:
         drop_pending_and_close_locked(1008, "server memory budget", "memory budget", drop_cause::budget);
     }
 
-    // flushable: the loop's end-of-round write.
+    // loop_member: the loop's end-of-round write.
     void flush_now() override { do_flush(); }
 
     void close(std::uint16_t code, std::string reason) override {
@@ -256,7 +255,7 @@ public:
 
     void warn(std::string message) override { warnings().log(st_.log, severity::warning, info_.remote, message); }
 
-    // io_watch (plain only): an edge of the socket.
+    // loop_member (plain only): an edge of the socket.
     void on_io(std::uint32_t events) override {
         if constexpr (!tls) {
             if (io_.fd < 0) return;  // ended earlier in this round

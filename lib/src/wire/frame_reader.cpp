@@ -64,8 +64,7 @@ bool frame_reader::fail(std::uint16_t code, char const* reason) noexcept {
 
 void frame_reader::finish() noexcept {
     state_ = state::done;
-    std::string().swap(partial_);
-    std::string().swap(control_);
+    split_.reset();
 }
 
 // The first two bytes of a header, checked as soon as they are in (fail-fast: before the rest of
@@ -153,8 +152,9 @@ bool frame_reader::read_payload(char*& p, char* end, frame_handler& h) {
             mask_offset_ = static_cast<std::uint8_t>((mask_offset_ + n) & 3u);
         }
         if (is_control(frame_op_)) {
-            if (control_.capacity() < max_control_payload) control_.reserve(max_control_payload);
-            control_.append(p, n);
+            auto& control = split().control;
+            if (control.capacity() < max_control_payload) control.reserve(max_control_payload);
+            control.append(p, n);
         } else {
             if (message_op_ == op_text && !utf8_.feed(std::string_view(p, n))) return fail(1007, "invalid UTF-8");
             append_partial(p, n);
@@ -165,8 +165,10 @@ bool frame_reader::read_payload(char*& p, char* end, frame_handler& h) {
     if (frame_left_ != 0) return true;
     state_ = state::header;
     if (is_control(frame_op_)) {
-        if (!control_frame(control_, h)) return false;  // a close: the reader may be gone
-        std::string().swap(control_);
+        // A close: the reader may be gone after it. (No split block: the payload was empty.)
+        if (!control_frame(split_ ? std::string_view(split_->control) : std::string_view(), h)) return false;
+        if (split_) std::string().swap(split_->control);
+        drop_split_if_empty();
         return true;
     }
     if (!frame_fin_) return true;
@@ -174,8 +176,9 @@ bool frame_reader::read_payload(char*& p, char* end, frame_handler& h) {
     auto const op = static_cast<opcode>(message_op_);
     message_op_ = 0;
     message_size_ = 0;
-    h.on_message(op, partial_);
-    std::string().swap(partial_);
+    h.on_message(op, split_ ? std::string_view(split_->message) : std::string_view());  // none: empty
+    if (split_) std::string().swap(split_->message);
+    drop_split_if_empty();
     return true;
 }
 
@@ -183,19 +186,20 @@ bool frame_reader::read_payload(char*& p, char* end, frame_handler& h) {
 // size is known (message_size_), otherwise the limit bounds it. So a header announcing 16 MiB
 // reserves nothing, and a message at the limit holds no more than the limit.
 void frame_reader::append_partial(char const* p, std::size_t n) {
-    std::size_t const need = partial_.size() + n;
-    if (need > partial_.capacity()) {
+    auto& partial = split().message;
+    std::size_t const need = partial.size() + n;
+    if (need > partial.capacity()) {
         std::uint64_t const bound = frame_fin_ ? message_size_ : max_message_;
         std::uint64_t const grown =
-            std::min<std::uint64_t>(std::max<std::uint64_t>(need, 2 * partial_.capacity()), bound);
+            std::min<std::uint64_t>(std::max<std::uint64_t>(need, 2 * partial.capacity()), bound);
         // std::string::reserve itself doubles a request below twice the capacity: a new string
         // reserves exactly what is asked.
         std::string bigger;
         bigger.reserve(std::max<std::size_t>(need, static_cast<std::size_t>(grown)));
-        bigger.append(partial_);
-        partial_.swap(bigger);
+        bigger.append(partial);
+        partial.swap(bigger);
     }
-    partial_.append(p, n);
+    partial.append(p, n);
 }
 
 // A whole control frame: a ping or pong handed over, a close checked (RFC 6455 5.5.1, 7.1.5) and

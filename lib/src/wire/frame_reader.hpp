@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -71,9 +72,11 @@ public:
     read_failure failure() const noexcept { return failure_; }
 
     // A message is being received (some of its frames or bytes are in, not all).
-    bool in_message() const noexcept { return message_op_ != 0 || !partial_.empty(); }
+    bool in_message() const noexcept { return message_op_ != 0 || (split_ && !split_->message.empty()); }
     // The bytes the reader holds for a message split across reads (for the server's memory budget).
-    std::size_t buffered() const noexcept { return heap_bytes(partial_) + heap_bytes(control_); }
+    std::size_t buffered() const noexcept {
+        return split_ ? heap_bytes(split_->message) + heap_bytes(split_->control) : 0;
+    }
 
     void set_max_message(std::uint64_t max_message) noexcept { max_message_ = max_message; }
 
@@ -94,8 +97,20 @@ private:
     void finish() noexcept;
 
     // Implementation state; see frame_reader.cpp.
-    std::string partial_;             // a data message split across reads (empty and freed otherwise)
-    std::string control_;             // a control frame's payload split across reads (at most 125 bytes)
+    // What arrived split across reads, in a block of its own that only such a reader holds (an idle
+    // connection's reader has none).
+    struct split_bytes {
+        std::string message;  // a data message split across reads (empty and freed otherwise)
+        std::string control;  // a control frame's payload split across reads (at most 125 bytes)
+    };
+    std::unique_ptr<split_bytes> split_;
+    split_bytes& split() {
+        if (!split_) split_ = std::make_unique<split_bytes>();
+        return *split_;
+    }
+    void drop_split_if_empty() noexcept {
+        if (split_ && split_->message.empty() && split_->control.empty()) split_.reset();
+    }
     std::uint64_t max_message_;       // bytes of payload per message
     std::uint64_t message_size_ = 0;  // payload bytes of the current message so far
     std::uint64_t frame_left_ = 0;    // payload bytes of the current frame not yet read
