@@ -895,7 +895,7 @@ private:
     bool want_write_ = false;           // plain: the rest of the write waits for EPOLLOUT
     bool hung_up_ = false;              // plain: the peer's FIN (or an error) was seen
     bool tls_reading_ = false;          // TLS: a read is in flight
-    static constexpr std::size_t tls_read_size = 16384;
+    static constexpr std::size_t tls_read_size = 4096;  // decrypted bytes per read: a record takes a few
     std::unique_ptr<char[]> tls_buffer_;  // TLS: the read buffer
 };
 
