@@ -886,17 +886,17 @@ private:
     std::size_t drained_ = 0;  // bytes dropped while draining
     session_kind kind_;
     ws_state state_ = ws_state::handshaking;
-    std::uint16_t requested_code_ = 0;  // the close asked for (ours, or our answer to the peer's)
-    std::uint16_t peer_code_ = 0;       // the peer's close frame's code
-    std::uint16_t failed_code_ = 0;     // the code we failed the connection with
-    std::uint8_t missed_ = 0;           // ping ticks in a row without activity
-    bool activity_ = false;             // bytes arrived since the last ping tick
-    bool in_flight_local_ = false;      // in_flight_, as the loop sees it without the lock
-    bool want_write_ = false;           // plain: the rest of the write waits for EPOLLOUT
-    bool hung_up_ = false;              // plain: the peer's FIN (or an error) was seen
-    bool tls_reading_ = false;          // TLS: a read is in flight
+    std::uint16_t requested_code_ = 0;                  // the close asked for (ours, or our answer to the peer's)
+    std::uint16_t peer_code_ = 0;                       // the peer's close frame's code
+    std::uint16_t failed_code_ = 0;                     // the code we failed the connection with
+    std::uint8_t missed_ = 0;                           // ping ticks in a row without activity
+    bool activity_ = false;                             // bytes arrived since the last ping tick
+    bool in_flight_local_ = false;                      // in_flight_, as the loop sees it without the lock
+    bool want_write_ = false;                           // plain: the rest of the write waits for EPOLLOUT
+    bool hung_up_ = false;                              // plain: the peer's FIN (or an error) was seen
+    bool tls_reading_ = false;                          // TLS: a read is in flight
     static constexpr std::size_t tls_read_size = 4096;  // decrypted bytes per read: a record takes a few
-    std::unique_ptr<char[]> tls_buffer_;  // TLS: the read buffer
+    std::unique_ptr<char[]> tls_buffer_;                // TLS: the read buffer
 };
 
 }  // namespace wsig::detail
