@@ -102,6 +102,7 @@ void event_loop::watch(int fd, loop_member* w, boost::system::error_code& ec) {
     if (!watches_armed_) arm_watches();
 }
 
+// NOLINTNEXTLINE(readability-make-member-function-const): it changes the loop's epoll set
 void event_loop::unwatch(int fd) noexcept {
     // Explicit: a descriptor a child process inherited would otherwise stay in the set.
     epoll_event ev{};

@@ -173,7 +173,7 @@ private:
             auto handshake = switching_protocols(req, accepted.info);
             if constexpr (is_tls_v<Stream>) {
                 std::make_shared<ws_session<Stream>>(st_, loop_, std::move(stream_), std::move(accepted))
-                    ->run(std::move(handshake), std::move(leftover));
+                    ->run(std::move(handshake), leftover);
             } else {
                 // The descriptor leaves Asio for the loop's epoll set; one that cannot is closed.
                 error_code released;
@@ -187,7 +187,7 @@ private:
                     return fail(released, "upgrade");
                 }
                 std::make_shared<ws_session<plain_tcp>>(st_, loop_, plain_tcp{fd}, std::move(accepted))
-                    ->run(std::move(handshake), std::move(leftover));
+                    ->run(std::move(handshake), leftover);
             }
             return;
         }

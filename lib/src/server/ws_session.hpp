@@ -157,7 +157,7 @@ public:
 
     // On the loop: registers the connection (before the 101 is written), joins the loop and writes
     // the 101 (`handshake`); `leftover` is what the client sent after its request in the same read.
-    void run(std::string handshake, std::string leftover) {
+    void run(std::string handshake, std::string_view leftover) {
         auto self = this->shared_from_this();
         st_.add_live(*this);
         // ws_count was taken by plan_upgrade (the --max-connections reservation); finish() gives it back.
@@ -174,7 +174,7 @@ public:
                 return;
             }
         }
-        if (!leftover.empty()) rare().leftover = std::move(leftover);
+        if (!leftover.empty()) rare().leftover = std::string(leftover);
         if constexpr (!tls) {
             // Written at once (a fresh socket's buffer has room): no outbox is made for it, so an
             // idle connection never had one, and left no hole in the heap where it was.
