@@ -14,6 +14,8 @@
 
 #include <wsig/signing.hpp>
 
+#include <boost/beast/http/empty_body.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <unistd.h>
 
@@ -129,11 +132,27 @@ void check_plan(server_fixture& f, request const& req, wsig::detail::upgrade_pla
         }
         if (!plan.exec.empty()) WSIG_FUZZ_CHECK(info.scope == wsig::scope::local, why());
     }
-    // The 101 as the session decorates it: Pode's headers from the plan, a block nothing can split.
-    response res{http::status::switching_protocols, req.version()};
-    res.set(http::field::sec_websocket_accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    wsig::detail::add_signal_headers_to(res, info);
-    check_wire(res, false);
+    // The 101 as the session writes it: read back whole by a parser, Pode's headers from the plan in
+    // Pode's order, a block nothing can split.
+    auto const wire = wsig::detail::switching_protocols(req, info);
+    http::response_parser<http::empty_body> back;
+    back.skip(true);  // a 101 has no body
+    boost::beast::error_code ec;
+    auto n = back.put(boost::asio::buffer(wire.data(), wire.size()), ec);
+    WSIG_FUZZ_CHECK(!ec && back.is_header_done() && n == wire.size(), wire);
+    auto const& got = back.get();
+    WSIG_FUZZ_CHECK(got.result() == http::status::switching_protocols, wire);
+    std::vector<std::string> names;
+    for (auto const& field : got) names.emplace_back(field.name_string());
+    std::vector<std::string> want{"Upgrade", "Connection", "Sec-WebSocket-Accept"};
+    if (!info.name.empty()) {
+        want.insert(want.end(), {"X-Pode-Signal-Client-Id", "X-Pode-Signal-Name"});
+        if (!info.group.empty()) want.emplace_back("X-Pode-Signal-Group");
+        WSIG_FUZZ_CHECK(got["X-Pode-Signal-Client-Id"] == info.client_id && got["X-Pode-Signal-Name"] == info.name,
+                        wire);
+    }
+    want.emplace_back("Server");
+    WSIG_FUZZ_CHECK(names == want, wire);
 }
 
 // Nothing the server holds may leave in a response unless the request carried it in.
