@@ -57,7 +57,6 @@ public:
     // How often members are swept (at most once a second; the server makes it finer for short
     // ping intervals). Any thread, before run().
     void set_sweep_period(std::chrono::milliseconds p) noexcept { sweep_period_ = p; }
-    std::size_t members() const noexcept { return members_.size(); }
 
     // The loop's read buffer: a socket read on this loop's thread lands here and is parsed before
     // the next read, so 10,000 connections hold no read buffer between messages.
