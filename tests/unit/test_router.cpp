@@ -152,7 +152,7 @@ TEST_CASE("router: the demo's [date] goes to everyone on Msg, only on the demo s
 TEST_CASE("router: a read's broadcasts to one Name are corked into one block, in order") {
     fixture f;
     {
-        wsig::broadcast_batch batch;
+        wsig::broadcast_batch batch(64 * 1024);
         for (auto const* m : {"1", "2", "3"})
             f.router.route(*f.a, wsig::session_kind::signal, nullptr,
                            std::string(R"({"message":")") + m + R"(","path":"Msg"})", false, &batch);
@@ -175,7 +175,7 @@ TEST_CASE("router: a read's broadcasts to one Name are corked into one block, in
 
 TEST_CASE("router: anything else a read does sends the batch first, so order holds") {
     fixture f;
-    wsig::broadcast_batch batch;
+    wsig::broadcast_batch batch(64 * 1024);
     auto route = [&](std::string_view data) {
         f.router.route(*f.a, wsig::session_kind::signal, nullptr, data, false, &batch);
     };

@@ -537,7 +537,9 @@ private:
             return;
         }
         if (reader_.done()) return;  // after the peer's close or a failure: nothing more is read
-        broadcast_batch batch;       // the read's broadcasts to one Name leave together (router.hpp)
+        // The read's broadcasts to one Name leave together (router.hpp), in blocks of at most a
+        // quarter of --send-queue.
+        broadcast_batch batch(std::min(st_.opts.send_queue / 4, std::size_t{64} * 1024));
         batch_ = &batch;
         if (!reader_.feed(data, n, *this)) {
             if (auto f = reader_.failure(); f.code != 0) fail_protocol(f.code, f.reason);

@@ -13,7 +13,7 @@
 namespace wsig {
 
 void broadcast_batch::add(recipients to, message_ptr const& m) {
-    if (count_ > 0 && (!to.same_list(to_) || frames_.size() + m->frame().size() > max_bytes)) flush();
+    if (count_ > 0 && (!to.same_list(to_) || bytes_ + m->frame().size() > max_bytes_)) flush();
     if (count_ == 0) {
         to_ = std::move(to);
         first_ = m;
@@ -23,6 +23,7 @@ void broadcast_batch::add(recipients to, message_ptr const& m) {
         first_.reset();
     }
     count_ += m->messages();
+    bytes_ += m->frame().size();
 }
 
 void broadcast_batch::flush() {
@@ -33,6 +34,7 @@ void broadcast_batch::flush() {
     first_.reset();
     frames_ = {};
     count_ = 0;
+    bytes_ = 0;
 }
 
 void router::route(message_source& from, session_kind kind, local_route_target* local, std::string_view data,

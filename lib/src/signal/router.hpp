@@ -52,7 +52,10 @@ using unrouted_report = void (*)(message_source& from, unrouted why, std::string
 // session calls after each read. Only on the sender's thread.
 class broadcast_batch {
 public:
-    broadcast_batch() = default;
+    // A batch is sent before it grows past `max_bytes`: the session passes a quarter of its
+    // --send-queue (at most 64 KiB), so one block is never what pushes a client that keeps up
+    // past its queue while a write of its is in flight.
+    explicit broadcast_batch(std::size_t max_bytes) noexcept : max_bytes_(max_bytes) {}
     broadcast_batch(broadcast_batch const&) = delete;
     broadcast_batch& operator=(broadcast_batch const&) = delete;
     broadcast_batch(broadcast_batch&&) = delete;
@@ -65,7 +68,8 @@ public:
     void flush();
 
 private:
-    static constexpr std::size_t max_bytes = std::size_t{64} * 1024;  // a batch is sent before it grows past this
+    std::size_t max_bytes_;
+    std::size_t bytes_ = 0;  // of the frames collected
     recipients to_;
     message_ptr first_;   // the batch's only message, while it has one
     std::string frames_;  // their frames back to back, once it has two
