@@ -558,7 +558,7 @@ private:
     void on_ping(std::string_view payload) override {
         if (state_ != ws_state::open) return;
         queue_control_frame(opcode::pong, payload);
-        schedule_flush_here();
+        flush_at_round_end();
     }
 
     void on_pong(std::string_view) override {}
@@ -619,16 +619,17 @@ private:
         enter(ws_state::closing);
         deadline_ = clock::now() + handshake_timeout;
         queue_control_frame(opcode::close, payload);
-        schedule_flush_here();
+        flush_at_round_end();
     }
 
-    void schedule_flush_here() {
+    // On the loop, after a control frame: the round's flush writes it.
+    void flush_at_round_end() {
         bool mark = false;
         {
             std::lock_guard lock(mutex_);
             mark = !std::exchange(flush_scheduled_, true);
         }
-        if (mark) loop_.mark_dirty(this);
+        if (mark) schedule_flush();
     }
 
     // Our close frame is written: wait for the peer's (a close we asked for), or shut our end now
@@ -742,7 +743,7 @@ private:
             return;
         }
         queue_control_frame(opcode::ping, {});
-        schedule_flush_here();
+        flush_at_round_end();
     }
 
     // ------------------------------------------------------------------------------------------
@@ -755,13 +756,12 @@ private:
         {
             std::lock_guard lock(mutex_);
             flush_scheduled_ = false;
-            if (finished() || in_flight_local_ || !out_ || out_->pending.empty()) return;
+            if (finished() || in_flight_ || !out_ || out_->pending.empty()) return;
             out_->pending.take(out_->writing);
             in_flight_ = true;  // TLS: what the kernel refused is not known, so only what is queued behind counts
             refused_ = 0;
             total = out_->writing.bytes();
         }
-        in_flight_local_ = true;
         auto& o = *out_;  // not freed while a write is in flight
         if constexpr (tls) {
             o.buffers.clear();
@@ -795,8 +795,7 @@ private:
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
                     std::lock_guard lock(mutex_);
-                    refused_ = left;  // what the client is behind by
-                    want_write_ = true;
+                    refused_ = left;  // what the client is behind by; the rest waits for EPOLLOUT
                     return;
                 }
                 return complete_write(error_code(errno, boost::system::system_category()));
@@ -815,11 +814,9 @@ private:
 
     void on_writable() {
         if constexpr (!tls) {
-            if (!want_write_) return;
-            want_write_ = false;
-            std::size_t left = 0;
-            for (auto i = out_->first; i < out_->iov.size(); ++i) left += out_->iov[i].iov_len;
-            write_some(left);
+            // A write in flight between handlers waits for this edge (in_flight_ and refused_ are
+            // written only on this loop, so read here without the lock).
+            if (in_flight_) write_some(refused_);
         }
     }
 
@@ -839,7 +836,6 @@ private:
             give = release_reserve_locked();
             o.pending.adopt_spare(o.writing);
         }
-        in_flight_local_ = false;
         if (give) st_.release(give);
         if (ec) return fail_socket(ec, "write");
         st_.stats.messages_sent += count;
@@ -869,7 +865,7 @@ private:
     std::size_t queued_bytes_ = 0;  // pending plus in flight
     std::size_t reserved_ = 0;      // of the memory budget, for queued_bytes_ (whole blocks)
     std::size_t refused_ = 0;       // of the write in flight, what the kernel did not take at once
-    bool in_flight_ = false;        // a write is in flight
+    bool in_flight_ = false;        // a write is in flight (written on the loop only: it reads it unlocked)
     bool flush_scheduled_ = false;  // marked dirty on the loop (or on its way there)
     bool closing_ = false;          // no more sends accepted: a close asked for, or finished
     session_mutex mutex_{st_.loops > 1};
@@ -893,8 +889,6 @@ private:
     std::uint16_t failed_code_ = 0;                     // the code we failed the connection with
     std::uint8_t missed_ = 0;                           // ping ticks in a row without activity
     bool activity_ = false;                             // bytes arrived since the last ping tick
-    bool in_flight_local_ = false;                      // in_flight_, as the loop sees it without the lock
-    bool want_write_ = false;                           // plain: the rest of the write waits for EPOLLOUT
     bool hung_up_ = false;                              // plain: the peer's FIN (or an error) was seen
     bool tls_reading_ = false;                          // TLS: a read is in flight
     static constexpr std::size_t tls_read_size = 4096;  // decrypted bytes per read: a record takes a few
